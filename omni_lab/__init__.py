@@ -1,0 +1,46 @@
+"""omni-lab: see inside Nemotron 3 Nano Omni.
+
+    import omni_lab as ol
+    lab = ol.load("random:small")
+    run = lab.run(lab.prompt("What is in the picture?", images=["cat.png"]))
+
+Importing the package is cheap: torch, transformers and everything else load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import OmniLabInputError, OmniLabModelError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load": ("omni_lab.lab", "load"),
+    "Lab": ("omni_lab.lab", "Lab"),
+    "Run": ("omni_lab.lab", "Run"),
+    "Prompt": ("omni_lab.prompt", "Prompt"),
+    "TokenMap": ("omni_lab.token_map", "TokenMap"),
+    "VideoClip": ("omni_lab.media", "VideoClip"),
+    "AudioClip": ("omni_lab.media", "AudioClip"),
+    "load_image": ("omni_lab.media", "load_image"),
+    "load_video": ("omni_lab.media", "load_video"),
+    "load_audio": ("omni_lab.media", "load_audio"),
+    "reducers": ("omni_lab.reduction", None),
+}
+
+__all__ = ["OmniLabInputError", "OmniLabModelError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'omni_lab' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

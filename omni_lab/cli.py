@@ -1,0 +1,157 @@
+"""The `omni-lab` command.
+
+omni-lab info random:full --device meta        # architecture, parameter counts, token budgets
+omni-lab run random:small --demo                # image + video + audio in one prompt, synthetic media
+omni-lab run PATH --text "..." --image a.png --video clip.mp4 --audio beeps.wav [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omni-lab", description="See inside Nemotron 3 Nano Omni.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="architecture summary of a model source")
+    info.add_argument("source", help="toy | random:toy | random:small | random:full | checkpoint dir | hub id")
+    info.add_argument("--device", default="meta", help="meta (default: no weights), cpu, cuda")
+    info.add_argument("--json", action="store_true", help="print JSON")
+
+    run = commands.add_parser("run", help="run one prompt")
+    run.add_argument("source", help="toy | random:toy | random:small | random:full | checkpoint dir | hub id")
+    run.add_argument("--text", default="", help="the question")
+    run.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    run.add_argument("--video", default=None, help="video file")
+    run.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
+    run.add_argument("--demo", action="store_true", help="add a synthetic image, 4-frame video and 1 s beep")
+    run.add_argument("--system", default=None, help="system message")
+    run.add_argument("--thinking", action="store_true", help="let the model reason before answering")
+    run.add_argument("--max-new-tokens", type=int, default=32)
+    run.add_argument("--fps", type=float, default=1.0, help="video frames sampled per second")
+    run.add_argument("--max-frames", type=int, default=128)
+    run.add_argument("--no-reduction", action="store_true", help="turn off the model's own video pruning (EVS)")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--dtype", default=None)
+    run.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _format_count(value: int) -> str:
+    return f"{value / 1e9:.1f}B" if value >= 1e9 else f"{value / 1e6:.1f}M"
+
+
+def _info_text(info: dict) -> str:
+    counts = info["parameters"]
+    layers = info["layers"]
+    lines = [
+        f"source        {info['source']} (device={info['device']}, dtype={info['dtype']})",
+        f"layers        {layers['total']}: {info['layer_pattern']}",
+        f"              {layers['mamba']} Mamba-2 (M), {layers['moe']} MoE (E), {layers['attention']} attention (*) "
+        f"at {info['attention_layers']}",
+        f"experts       {info['experts']['routed']} routed, top-{info['experts']['top_k']}, "
+        f"{info['experts']['shared']} shared, scaling {info['experts']['routed_scaling_factor']}",
+        f"parameters    {_format_count(counts['checkpoint'])} ({counts['checkpoint']:,} in a checkpoint"
+        + (", = the release" if info["matches_release"] else "")
+        + f"; transformers' module adds {counts['vision.layer_scale_identity']:,} identity RADIO layer-scale values)",
+    ]
+    for name, value in counts.items():
+        if name.startswith(("llm.", "vision.", "audio.")) and name != "vision.layer_scale_identity":
+            lines.append(f"  {name:<20}{value:>18,}")
+    budgets = info["budgets"]
+    lines += [
+        f"context       {budgets['context_tokens']:,} tokens",
+        f"image         {budgets['image_tokens'][0]}-{budgets['image_tokens'][1]} tokens per image",
+        f"video         {budgets['video_tokens_per_tubelet']} tokens per {budgets['video_frames_per_tubelet']}-frame "
+        f"tubelet, EVS pruning rate {budgets['video_pruning_rate']}",
+        f"audio         {budgets['audio_tokens_per_second']} tokens per second",
+    ]
+    return "\n".join(lines)
+
+
+def demo_media():
+    """A synthetic image (a red square), a 4-frame video (a square moving right) and a 1 s two-beep clip."""
+    import numpy as np
+
+    from .media import VideoClip
+
+    image = np.full((256, 256, 3), 40, np.uint8)
+    image[96:160, 96:160] = (220, 40, 40)
+    frames = np.full((4, 180, 320, 3), 30, np.uint8)
+    for index in range(4):
+        frames[index, 70:110, 40 + 60 * index : 80 + 60 * index] = (40, 200, 60)
+    time = np.arange(16000) / 16000
+    beeps = ((time % 0.5) < 0.15) * np.sin(2 * np.pi * 880 * time) * 0.5
+    return image, VideoClip(frames, fps=2.0), (beeps.astype(np.float32), 16000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    from . import load
+
+    transformers_logging.set_verbosity_error()  # kernel-fallback notices are noise on a terminal
+    from .errors import OmniLabInputError, OmniLabModelError
+
+    try:
+        if args.command == "info":
+            lab = load(args.source, device=args.device)
+            info = lab.info()
+            print(json.dumps(info, indent=2) if args.json else _info_text(info))
+            return 0
+        lab = load(args.source, device=args.device, dtype=args.dtype)
+        images, video, audio = list(args.image), args.video, list(args.audio)
+        text = args.text
+        if args.demo:
+            image, clip, beeps = demo_media()
+            images.append(image)
+            video = video or clip
+            audio.append(beeps)
+            text = text or "What moves in the video, what is in the picture, and how many beeps sound?"
+        prompt = lab.prompt(
+            text,
+            images=images or None,
+            video=video,
+            audio=audio or None,
+            system=args.system,
+            thinking=args.thinking,
+            fps=args.fps,
+            max_frames=args.max_frames,
+        )
+        run = lab.run(prompt, max_new_tokens=args.max_new_tokens, reducer=None if args.no_reduction else "model")
+    except (OmniLabInputError, OmniLabModelError) as error:
+        print(f"omni-lab: {error}", file=sys.stderr)
+        return 2
+    counts = prompt.token_map.counts()
+    kept = run.token_map.counts(kept=True)
+    kept.pop("generated", None)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "answer": run.answer,
+                    "reasoning": run.reasoning,
+                    "stop_reason": run.stop_reason,
+                    "prompt_tokens": counts,
+                    "kept_tokens": kept,
+                    "generated_ids": run.generated_ids,
+                    "timings": {key: round(value, 4) for key, value in run.timings.items()},
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"answer: {run.answer!r}  ({run.stop_reason}, {len(run.generated_ids)} tokens)")
+        if run.reasoning:
+            print(f"reasoning: {run.reasoning!r}")
+        print("prompt tokens: " + ", ".join(f"{k} {v} (kept {kept.get(k, 0)})" for k, v in counts.items()))
+        print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in run.timings.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The merged-embedding forward: encode each modality, place it, reduce, prefill, decode.
+
+transformers' `NemotronH_Omni_Reasoning_V3.forward` cannot take an image and a video in one prompt (both fill the
+`<image>` placeholder id and its count check sees them together; ../shared/reference/peer_baselines.md §1). omni-lab
+therefore calls the model's own encoders (`get_image_features`, `get_video_features`, `get_audio_features`) per
+modality, writes each item's embeddings at the positions the token map gives it, applies the reducers, and runs the
+model's own language model on `inputs_embeds`. On every input transformers' forward accepts, the logits are the
+same (tests/test_parity.py). Decoding reuses the language model's hybrid cache (Mamba states + attention KV).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import OmniLabInputError
+from .reduction import EVS, Reducer, ReductionItem
+
+
+@dataclass
+class EncodedMedia:
+    """Post-projector embeddings per item, each `(N_i, D)`, in prompt order."""
+
+    images: list[torch.Tensor] = field(default_factory=list)
+    videos: list[torch.Tensor] = field(default_factory=list)
+    audios: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class ReducedSequence:
+    """What the LLM will see: `embeds` `(1, L', D)`, `keep` per prompt row, and the reducers' scores per row."""
+
+    embeds: torch.Tensor
+    keep: np.ndarray
+    scores: np.ndarray
+    merged_into: np.ndarray
+
+
+@contextmanager
+def timed(timings: dict, key: str, device: torch.device):
+    """Add the wall time of the block to `timings[key]` (synchronising CUDA so the time is real)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
+def encode_media(model, prompt) -> EncodedMedia:
+    """Run the model's own encoders + projectors on the prompt's media."""
+    inputs = prompt.inputs
+    device = model.get_input_embeddings().weight.device
+    encoded = EncodedMedia()
+    if prompt.images:
+        output = model.get_image_features(inputs["pixel_values"].to(device), inputs["image_grid_hw"].to(device))
+        encoded.images = list(output.pooler_output)
+    if prompt.videos:
+        output = model.get_video_features(inputs["pixel_values_videos"].to(device))
+        encoded.videos = list(output.pooler_output)
+    if prompt.audios:
+        mask = inputs.get("input_features_mask")
+        output = model.get_audio_features(
+            inputs["input_features"].to(device), None if mask is None else mask.to(device)
+        )
+        token_map = prompt.token_map
+        counts = [int(token_map.rows(modality="audio", item=i).sum()) for i in range(len(prompt.audios))]
+        encoded.audios = list(torch.split(output.pooler_output, counts))
+    return encoded
+
+
+def merge_embeddings(model, prompt, encoded: EncodedMedia) -> torch.Tensor:
+    """`(1, L, D)` text embeddings with each media item's embeddings written at its token-map rows."""
+    embedding = model.get_input_embeddings()
+    input_ids = prompt.inputs["input_ids"].to(embedding.weight.device)
+    embeds = embedding(input_ids)
+    token_map = prompt.token_map
+    for modality, items in (("image", encoded.images), ("video", encoded.videos), ("audio", encoded.audios)):
+        for index, features in enumerate(items):
+            rows = torch.from_numpy(np.flatnonzero(token_map.rows(modality=modality, item=index))).to(embeds.device)
+            if len(rows) != features.shape[0]:
+                raise RuntimeError(f"{modality} {index}: {features.shape[0]} embeddings for {len(rows)} positions")
+            embeds[0, rows] = features.to(embeds.dtype)
+    return embeds
+
+
+def resolve_reducers(reducer, config) -> dict[str, Reducer]:
+    """Normalise `run(reducer=...)` into {modality: reducer}.
+
+    "model" means what the model does by itself: EVS at `config.video_pruning_rate` on video (when > 0). None means
+    no reduction. A reducer acts on the modalities it lists; a dict assigns reducers per modality.
+    """
+    if reducer is None:
+        return {}
+    if isinstance(reducer, str):
+        if reducer != "model":
+            raise OmniLabInputError(f"reducer {reducer!r}: pass a reducer object, a dict per modality, None or 'model'")
+        rate = float(getattr(config, "video_pruning_rate", 0.0) or 0.0)
+        return {"video": EVS(rate)} if rate > 0 else {}
+    if isinstance(reducer, dict):
+        unknown = set(reducer) - {"image", "video", "audio"}
+        if unknown:
+            raise OmniLabInputError(f"reducer dict has unknown modalities {sorted(unknown)}; use image, video, audio")
+        chosen = {}
+        for modality, value in reducer.items():
+            if value is None:
+                continue
+            _check_reducer(value)
+            if modality not in value.modalities:
+                raise OmniLabInputError(f"{value!r} does not act on {modality} (it acts on {value.modalities})")
+            chosen[modality] = value
+        return chosen
+    _check_reducer(reducer)
+    return {modality: reducer for modality in reducer.modalities}
+
+
+def _check_reducer(value) -> None:
+    if not isinstance(value, Reducer):
+        raise OmniLabInputError(
+            f"reducer {value!r} is not a reducer: it needs a `modalities` tuple and a __call__(item) -> Reduction"
+        )
+
+
+def apply_reducers(
+    embeds: torch.Tensor, prompt, encoded: EncodedMedia, reducers: dict[str, Reducer]
+) -> ReducedSequence:
+    """Ask each reducer about each item of its modality and drop the rows it does not keep."""
+    token_map = prompt.token_map
+    rows_total = len(token_map)
+    keep = np.ones(rows_total, dtype=bool)
+    scores = np.full(rows_total, np.nan)
+    merged_into = np.full(rows_total, -1, dtype=np.int64)
+    media_by_modality = {"image": prompt.images, "video": prompt.videos, "audio": prompt.audios}
+    features_by_modality = {"image": encoded.images, "video": encoded.videos, "audio": encoded.audios}
+    for modality, reducer in reducers.items():
+        for index, features in enumerate(features_by_modality[modality]):
+            rows = np.flatnonzero(token_map.rows(modality=modality, item=index))
+            item = ReductionItem(
+                modality, index, features, _grid(token_map, rows, modality), media_by_modality[modality][index]
+            )
+            reduction = reducer(item)
+            item_keep = reduction.keep.detach().cpu().numpy().astype(bool)
+            if item_keep.shape != (len(rows),):
+                raise RuntimeError(
+                    f"{reducer!r} returned a keep mask of shape {item_keep.shape} for {len(rows)} tokens"
+                )
+            keep[rows] = item_keep
+            if reduction.scores is not None:
+                scores[rows] = reduction.scores.detach().float().cpu().numpy()
+            if reduction.merged_into is not None:
+                local = reduction.merged_into.detach().cpu().numpy()
+                merged_into[rows] = np.where(local >= 0, rows[np.clip(local, 0, None)], -1)
+    kept_embeds = embeds[:, torch.from_numpy(keep).to(embeds.device)] if not keep.all() else embeds
+    return ReducedSequence(kept_embeds, keep, scores, merged_into)
+
+
+def _grid(token_map, rows: np.ndarray, modality: str) -> tuple[int, ...]:
+    if modality == "audio":
+        return (len(rows),)
+    grid_rows = int(token_map["row"][rows].max()) + 1
+    grid_cols = int(token_map["col"][rows].max()) + 1
+    return (len(rows) // (grid_rows * grid_cols), grid_rows, grid_cols)
+
+
+@dataclass
+class SamplingSettings:
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if self.temperature <= 0:
+            raise OmniLabInputError(f"temperature must be positive, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise OmniLabInputError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise OmniLabInputError(f"top_k must be >= 0, got {self.top_k}")
+
+
+def choose_token(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None) -> int:
+    """Greedy argmax, or a sample after temperature, top-k and top-p (transformers' own logits warpers)."""
+    if not settings.do_sample:
+        return int(torch.argmax(logits))
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    scores = logits.float()[None]
+    if settings.temperature != 1.0:
+        scores = TemperatureLogitsWarper(settings.temperature)(None, scores)
+    if settings.top_k:
+        scores = TopKLogitsWarper(settings.top_k)(None, scores)
+    if settings.top_p < 1.0:
+        scores = TopPLogitsWarper(settings.top_p)(None, scores)
+    probabilities = torch.softmax(scores, dim=-1)
+    return int(torch.multinomial(probabilities[0].cpu(), 1, generator=generator))
+
+
+def generate(
+    language_model,
+    embeds: torch.Tensor,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    settings: SamplingSettings,
+    timings: dict,
+    keep_logits: bool = False,
+):
+    """Prefill on `embeds` `(1, L, D)` then decode token by token with the hybrid cache.
+
+    Returns:
+        (token ids, per-step logits `(steps, vocab)` float32 on CPU or None, stop reason "eos" | "max_new_tokens").
+    """
+    device = embeds.device
+    generator = torch.Generator().manual_seed(settings.seed) if settings.seed is not None else None
+    with timed(timings, "prefill_s", device):
+        output = language_model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
+    cache, next_logits = output.cache, output.logits[0, -1]
+    tokens: list[int] = []
+    step_logits = []
+    reason = "max_new_tokens"
+    with timed(timings, "decode_s", device):
+        for step in range(max_new_tokens):
+            if keep_logits:
+                step_logits.append(next_logits.float().cpu())
+            token = choose_token(next_logits, settings, generator)
+            tokens.append(token)
+            if token in eos_ids:
+                reason = "eos"
+                break
+            if step + 1 == max_new_tokens:
+                break
+            output = language_model(
+                input_ids=torch.tensor([[token]], device=device), cache=cache, use_cache=True, logits_to_keep=1
+            )
+            cache, next_logits = output.cache, output.logits[0, -1]
+    logits = torch.stack(step_logits) if keep_logits and step_logits else None
+    return tokens, logits, reason

@@ -1,0 +1,33 @@
+"""Shared fixtures: offline hub, small thread count, one lab per preset per session, synthetic media files."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def toy_lab():
+    import omni_lab as ol
+
+    return ol.load("random:toy")
+
+
+@pytest.fixture(scope="session")
+def small_lab():
+    import omni_lab as ol
+
+    return ol.load("random:small")
+
+
+@pytest.fixture(scope="session")
+def full_meta_lab():
+    """The released architecture on the meta device: real processors and budgets, no weights."""
+    import omni_lab as ol
+
+    return ol.load("random:full", device="meta")

@@ -1,0 +1,71 @@
+"""The `omni-lab` command."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from omni_lab.cli import main
+
+
+def test_info_on_the_meta_full_model_prints_the_pattern_and_33b(capsys):
+    assert main(["info", "random:full", "--device", "meta"]) == 0
+    out = capsys.readouterr().out
+    assert "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME" in out
+    assert "33.0B" in out and "33,015,546,816" in out and "81,920" in out
+
+
+def test_info_json(capsys):
+    assert main(["info", "random:toy", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["layer_pattern"] == "MEM*EM*E" and info["layers"]["attention"] == 2
+
+
+def test_run_json_with_files(tmp_path, capsys):
+    from tests import synth
+
+    image = synth.write_image(tmp_path / "a.png", 64, 64)
+    audio = synth.write_audio(tmp_path / "b.wav", seconds=0.5)
+    video = synth.write_video(tmp_path / "c.mp4", count=8, fps=4)
+    code = main(
+        [
+            "run",
+            "random:toy",
+            "--text",
+            "What?",
+            "--image",
+            str(image),
+            "--audio",
+            str(audio),
+            "--video",
+            str(video),
+            "--fps",
+            "4",
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    # 8 frames at 4 fps -> 4 tubelets; 64x48 frames under a 64-patch target -> 6 x 8 patches -> 12 tokens each
+    assert result["prompt_tokens"]["audio"] == 7 and result["prompt_tokens"]["video"] == 4 * 12
+    assert len(result["generated_ids"]) == 3 and set(result["timings"]) >= {"encode_s", "prefill_s", "decode_s"}
+
+
+def test_run_demo_and_bad_input_exit_code(capsys, tmp_path):
+    assert main(["run", "random:toy", "--demo", "--max-new-tokens", "2"]) == 0
+    assert "answer:" in capsys.readouterr().out
+    missing = tmp_path / "missing.png"
+    assert main(["run", "random:toy", "--text", "x", "--image", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("omni-lab")
+    command = [str(script)] if script.exists() else [shutil.which("omni-lab")]
+    result = subprocess.run(
+        [*command, "info", "random:full", "--device", "meta"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "33.0B" in result.stdout
