@@ -47,7 +47,9 @@ def test_wheel_contains_the_mapped_packages(tmp_path):
     wheel = next(tmp_path.glob("omni_lab-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "omni_lab/kernels/__init__.py" in names and "omni_lab/widgets/__init__.py" in names
-    assert "omni_lab/lab.py" in names
+    subpackages = [path.relative_to(ROOT).as_posix() for path in (ROOT / "omni_lab").rglob("*.py")]
+    missing = [path for path in subpackages if "__pycache__" not in path and path not in names]
+    assert not missing, f"not in the wheel (add the package to pyproject.toml): {missing}"
     assert not any(name.startswith(("kernels/", "widgets/", "tests/")) for name in names)
 
 

@@ -116,3 +116,17 @@ def test_answer_and_reasoning_split_at_end_of_thinking(toy_lab):
     assert split_answer(tokenizer, ids[:3], thinking=True)[0] == ""
     plain = tokenizer.encode("left", add_special_tokens=False)
     assert split_answer(tokenizer, plain, thinking=False) == ("left", None)
+
+
+def test_edge_media_run_through_the_model(small_lab, tmp_path):
+    """Silent audio, 8 kHz stereo audio and a one-frame video are valid input: they run and give finite logits."""
+    silent = (np.zeros(16000, np.float32), 16000)
+    stereo = synth.write_audio(tmp_path / "stereo.wav", seconds=1.0, rate=8000, channels=2)
+    one_frame = synth.write_video(tmp_path / "one.mp4", count=1)
+    prompt = small_lab.prompt("What do you hear and see?", audio=[silent, stereo], video=one_frame)
+    assert prompt.token_map.counts()["audio"] == 2 * 13  # 1 s each: 101 -> 51 -> 26 -> 13 tokens
+    video = prompt.token_map.df[prompt.token_map.df.modality == "video"]
+    assert set(video.tubelet) == {0} and set(video.frames) == {(0,)}
+    logits = small_lab.logits(prompt)
+    assert torch.isfinite(logits).all()
+    assert small_lab.run(prompt, max_new_tokens=2).stop_reason in ("eos", "max_new_tokens")
