@@ -27,6 +27,11 @@ _LAZY = {
     "load_video": ("omni_lab.media", "load_video"),
     "load_audio": ("omni_lab.media", "load_audio"),
     "reducers": ("omni_lab.reduction", None),
+    "capture": ("omni_lab.capture", None),
+    "ablate_tokens": ("omni_lab.capture.interventions", "ablate_tokens"),
+    "ablate_experts": ("omni_lab.capture.interventions", "ablate_experts"),
+    "force_experts": ("omni_lab.capture.interventions", "force_experts"),
+    "patch": ("omni_lab.capture.interventions", "patch"),
 }
 
 __all__ = ["OmniLabInputError", "OmniLabModelError", "__version__", *_LAZY]

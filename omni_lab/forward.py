@@ -129,9 +129,13 @@ def _check_reducer(value) -> None:
 
 
 def apply_reducers(
-    embeds: torch.Tensor, prompt, encoded: EncodedMedia, reducers: dict[str, Reducer]
+    embeds: torch.Tensor, prompt, encoded: EncodedMedia, reducers: dict[str, Reducer], on_reduced=None
 ) -> ReducedSequence:
-    """Ask each reducer about each item of its modality and drop the rows it does not keep."""
+    """Ask each reducer about each item of its modality and drop the rows it does not keep.
+
+    `on_reduced(modality, index, kept_embeddings) -> kept_embeddings`, when given, sees (and may replace) each
+    media item's embeddings as they will enter the LLM: the hook point `reduce.{modality}.{index}`.
+    """
     token_map = prompt.token_map
     rows_total = len(token_map)
     keep = np.ones(rows_total, dtype=bool)
@@ -157,6 +161,12 @@ def apply_reducers(
             if reduction.merged_into is not None:
                 local = reduction.merged_into.detach().cpu().numpy()
                 merged_into[rows] = np.where(local >= 0, rows[np.clip(local, 0, None)], -1)
+    if on_reduced is not None:
+        for modality, items in features_by_modality.items():
+            for index in range(len(items)):
+                rows = np.flatnonzero(token_map.rows(modality=modality, item=index) & keep)
+                index_tensor = torch.from_numpy(rows).to(embeds.device)
+                embeds[0, index_tensor] = on_reduced(modality, index, embeds[0, index_tensor]).to(embeds.dtype)
     kept_embeds = embeds[:, torch.from_numpy(keep).to(embeds.device)] if not keep.all() else embeds
     return ReducedSequence(kept_embeds, keep, scores, merged_into)
 

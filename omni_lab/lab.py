@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 import torch
 
 from . import forward
+from .capture import budget as capture_budget
+from .capture import specs as capture_specs
+from .capture.hooks import hook_points
+from .capture.session import CaptureSession
 from .errors import OmniLabInputError, OmniLabModelError
 from .presets import PRESETS, RELEASED_PARAMETER_COUNT, build_config, build_processor
 from .prompt import Prompt, build_prompt, token_texts
@@ -133,6 +137,11 @@ class Run:
         logits: `(steps, vocab)` float32 logits each generated token was chosen from, when asked for.
         stop_reason: "eos" or "max_new_tokens".
         reducers: {modality: reducer} that acted.
+        routing: `Routing` when captured.
+        attention_mass, mamba_mass: `ModalityMass` when captured.
+        residual: DataFrame (layer, kind, position, residual_norm, mixer_norm, cosine) when captured.
+        cache: {hook name: tensor} of the activations asked for with `cache=[...]`.
+        interventions: the interventions that acted.
     """
 
     prompt: Prompt
@@ -145,6 +154,12 @@ class Run:
     logits: torch.Tensor | None = None
     stop_reason: str = "max_new_tokens"
     reducers: dict = field(default_factory=dict)
+    routing: object = None
+    attention_mass: object = None
+    mamba_mass: object = None
+    residual: object = None
+    cache: dict = field(default_factory=dict)
+    interventions: list = field(default_factory=list)
 
     def __repr__(self) -> str:
         kept = self.token_map.num_positions - len(self.generated_ids)
@@ -271,6 +286,10 @@ class Lab:
             },
         }
 
+    def hook_names(self, prompt: Prompt | None = None) -> list[str]:
+        """Every stable hook name of this model (with `prompt`, also its `reduce.{modality}.{item}` points)."""
+        return list(hook_points(self.model, prompt))
+
     def __repr__(self) -> str:
         return f"Lab({self.source.spec!r}, device={self.device}, dtype={self.dtype}, layers={self.layer_pattern})"
 
@@ -328,23 +347,35 @@ class Lab:
             return self.prompt(prompt)
         raise OmniLabInputError(f"run() takes a Prompt (from lab.prompt(...)) or a string, got {type(prompt).__name__}")
 
-    def _reduced_sequence(self, prompt: Prompt, reducer, timings: dict) -> tuple[forward.ReducedSequence, dict]:
+    def _reduced_sequence(self, prompt: Prompt, reducer, timings: dict, session: CaptureSession | None = None):
         device = self.model.get_input_embeddings().weight.device
         reducers = forward.resolve_reducers(reducer, self.config)
         with forward.timed(timings, "encode_s", device):
             encoded = forward.encode_media(self.model, prompt)
             embeds = forward.merge_embeddings(self.model, prompt, encoded)
         with forward.timed(timings, "reduce_s", device):
-            reduced = forward.apply_reducers(embeds, prompt, encoded, reducers)
+            on_reduced = session.on_reduced if session is not None and session.active else None
+            reduced = forward.apply_reducers(embeds, prompt, encoded, reducers, on_reduced=on_reduced)
         return reduced, reducers
 
+    def _session(self, prompt, capture, cache, interventions, cache_device, cache_dtype, max_new_tokens, budget):
+        specs = capture_specs.normalise(capture)
+        session = CaptureSession(self, prompt, specs, cache, interventions, cache_device, cache_dtype)
+        if specs or session.cache_names:
+            parts = capture_budget.estimate(self, prompt, max_new_tokens, specs, session.cache_names, cache_dtype)
+            capture_budget.check(parts, budget)
+        return session
+
     @torch.inference_mode()
-    def logits(self, prompt, reducer="model") -> torch.Tensor:
+    def logits(self, prompt, reducer="model", interventions=None) -> torch.Tensor:
         """`(1, L', vocab)` float32 logits at every position of the (reduced) prompt from the merged forward."""
         self._check_runnable()
         prompt = self._as_prompt(prompt)
-        reduced, _ = self._reduced_sequence(prompt, reducer, {})
-        return self.model.language_model(inputs_embeds=reduced.embeds).logits.float()
+        session = self._session(prompt, None, None, interventions, "cpu", None, 0, None)
+        with session.installed():
+            reduced, _ = self._reduced_sequence(prompt, reducer, {}, session)
+            session.set_token_map(prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into))
+            return self.model.language_model(inputs_embeds=reduced.embeds).logits.float()
 
     @torch.inference_mode()
     def run(
@@ -359,6 +390,12 @@ class Lab:
         seed: int | None = None,
         reducer="model",
         return_logits: bool = False,
+        capture=None,
+        cache=None,
+        interventions=None,
+        cache_device="cpu",
+        cache_dtype=None,
+        capture_budget: int | None = None,
     ) -> Run:
         """Run a prompt: encode media, merge, reduce, prefill, decode.
 
@@ -369,6 +406,14 @@ class Lab:
             reducer: "model" (the model's own EVS at `config.video_pruning_rate`), None (no reduction), a reducer
                 (acts on the modalities it names), or {"video": reducer, "audio": reducer, ...}.
             return_logits: keep the logits each new token was chosen from (`run.logits`).
+            capture: names or specs: "routing", "attention_mass", "mamba_mass", "residual", or
+                `ol.capture.routing(scores=True)`, `ol.capture.attention_mass(segments="frame", queries="answer")`...
+            cache: hook names or glob patterns (`lab.hook_names()`) whose values to keep in `run.cache`.
+            interventions: `ol.ablate_tokens(...)`, `ol.ablate_experts(...)`, `ol.force_experts(...)`,
+                `ol.patch(...)`; their hooks are removed when the run ends, also when it raises.
+            cache_device, cache_dtype: where cached tensors go ("cpu") and their dtype (e.g. torch.float16).
+            capture_budget: bytes the captures may take (default `omni_lab.capture.BUDGET_BYTES`, 8 GiB); past it
+                the run is refused with the estimate before anything runs.
         Returns:
             `Run`.
         """
@@ -378,27 +423,33 @@ class Lab:
             raise OmniLabInputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
         settings = forward.SamplingSettings(do_sample, temperature, top_k, top_p, seed)
         settings.validate()
+        session = self._session(
+            prompt, capture, cache, interventions, cache_device, cache_dtype, max_new_tokens, capture_budget
+        )
         timings: dict = {}
         started = time.perf_counter()
-        reduced, reducers = self._reduced_sequence(prompt, reducer, timings)
-        length = reduced.embeds.shape[1]
-        if length + max_new_tokens > self.context_length:
-            raise OmniLabInputError(
-                f"{length} prompt tokens + max_new_tokens={max_new_tokens} exceed the {self.context_length}-token "
-                f"context; lower max_new_tokens or shorten the prompt"
+        with session.installed():
+            reduced, reducers = self._reduced_sequence(prompt, reducer, timings, session)
+            prompt_map = prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into)
+            session.set_token_map(prompt_map)
+            length = reduced.embeds.shape[1]
+            if length + max_new_tokens > self.context_length:
+                raise OmniLabInputError(
+                    f"{length} prompt tokens + max_new_tokens={max_new_tokens} exceed the {self.context_length}-token "
+                    f"context; lower max_new_tokens or shorten the prompt"
+                )
+            tokens, logits, reason = forward.generate(
+                self.model.language_model,
+                reduced.embeds,
+                max_new_tokens,
+                self.eos_token_ids,
+                settings,
+                timings,
+                keep_logits=return_logits,
             )
-        tokens, logits, reason = forward.generate(
-            self.model.language_model,
-            reduced.embeds,
-            max_new_tokens,
-            self.eos_token_ids,
-            settings,
-            timings,
-            keep_logits=return_logits,
-        )
+        token_map = prompt_map.with_generated(tokens, self._token_texts(tokens))
+        results = session.finish(token_map)
         timings["total_s"] = time.perf_counter() - started
-        token_map = prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into)
-        token_map = token_map.with_generated(tokens, self._token_texts(tokens))
         kept_ids = prompt.input_ids[0][torch.from_numpy(reduced.keep)]
         answer, reasoning = self._split_answer(tokens, prompt.thinking)
         return Run(
@@ -412,6 +463,12 @@ class Lab:
             logits=logits,
             stop_reason=reason,
             reducers=reducers,
+            routing=results.get("routing"),
+            attention_mass=results.get("attention_mass"),
+            mamba_mass=results.get("mamba_mass"),
+            residual=results.get("residual"),
+            cache=results["cache"],
+            interventions=list(interventions or []),
         )
 
     def _token_texts(self, ids) -> list[str]:

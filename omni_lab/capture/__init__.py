@@ -1,0 +1,28 @@
+"""Captures and interventions: routing, attention and Mamba mass over modalities, residual norms, activations.
+
+run = lab.run(p, capture=["routing", "attention_mass", "mamba_mass", "residual"],
+              cache=["llm.layers.*.attn.out"], interventions=[ol.ablate_experts(13, [7])])
+run.routing.load(by="modality"); run.attention_mass.by_modality(); run.cache["llm.layers.12.attn.out"]
+"""
+
+from .budget import BUDGET_BYTES
+from .interventions import Intervention, PatchContext, ablate_experts, ablate_tokens, force_experts, patch
+from .results import ModalityMass, Routing, combine_in_layer_order
+from .specs import attention_mass, mamba_mass, residual, routing
+
+__all__ = [
+    "BUDGET_BYTES",
+    "Intervention",
+    "ModalityMass",
+    "PatchContext",
+    "Routing",
+    "ablate_experts",
+    "ablate_tokens",
+    "attention_mass",
+    "combine_in_layer_order",
+    "force_experts",
+    "mamba_mass",
+    "patch",
+    "residual",
+    "routing",
+]
