@@ -28,6 +28,7 @@ _LAZY = {
     "load_audio": ("omni_lab.media", "load_audio"),
     "reducers": ("omni_lab.reduction", None),
     "capture": ("omni_lab.capture", None),
+    "studies": ("omni_lab.studies", None),
     "ablate_tokens": ("omni_lab.capture.interventions", "ablate_tokens"),
     "ablate_experts": ("omni_lab.capture.interventions", "ablate_experts"),
     "force_experts": ("omni_lab.capture.interventions", "force_experts"),

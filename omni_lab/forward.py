@@ -28,6 +28,7 @@ class EncodedMedia:
     images: list[torch.Tensor] = field(default_factory=list)
     videos: list[torch.Tensor] = field(default_factory=list)
     audios: list[torch.Tensor] = field(default_factory=list)
+    prompt_id: int | None = None  # id() of the prompt these belong to (set by Lab.encode)
 
 
 @dataclass
@@ -104,6 +105,8 @@ def resolve_reducers(reducer, config) -> dict[str, Reducer]:
             raise OmniLabInputError(f"reducer {reducer!r}: pass a reducer object, a dict per modality, None or 'model'")
         rate = float(getattr(config, "video_pruning_rate", 0.0) or 0.0)
         return {"video": EVS(rate)} if rate > 0 else {}
+    if getattr(reducer, "in_llm", False):
+        raise OmniLabInputError(f"{reducer!r} acts inside the LLM; pass it as reducer= to run() or logits()")
     if isinstance(reducer, dict):
         unknown = set(reducer) - {"image", "video", "audio"}
         if unknown:
@@ -119,6 +122,31 @@ def resolve_reducers(reducer, config) -> dict[str, Reducer]:
         return chosen
     _check_reducer(reducer)
     return {modality: reducer for modality in reducer.modalities}
+
+
+def split_in_llm(reducer):
+    """(the reducers acting before the LLM, the in-LLM reducer or None) from `run(reducer=...)`."""
+    if getattr(reducer, "in_llm", False):
+        return None, reducer
+    if isinstance(reducer, dict) and "llm" in reducer:
+        rest = {key: value for key, value in reducer.items() if key != "llm"}
+        in_llm = reducer["llm"]
+        if not getattr(in_llm, "in_llm", False):
+            raise OmniLabInputError(f"reducer['llm'] must be an in-LLM reducer such as FastV, got {in_llm!r}")
+        return rest, in_llm
+    return reducer, None
+
+
+@contextmanager
+def in_llm_reduction(reducer, model, token_map):
+    """Install an in-LLM reducer's hooks for one forward / generation; yields its record (keep, scores)."""
+    if reducer is None:
+        yield {}
+        return
+    df = token_map.df
+    modality = df[df.kept].sort_values("position").modality.to_numpy()
+    with reducer.installed(model, modality) as record:
+        yield record
 
 
 def _check_reducer(value) -> None:
@@ -147,7 +175,12 @@ def apply_reducers(
         for index, features in enumerate(features_by_modality[modality]):
             rows = np.flatnonzero(token_map.rows(modality=modality, item=index))
             item = ReductionItem(
-                modality, index, features, _grid(token_map, rows, modality), media_by_modality[modality][index]
+                modality,
+                index,
+                features,
+                _grid(token_map, rows, modality),
+                media_by_modality[modality][index],
+                token_map.df.iloc[rows],
             )
             reduction = reducer(item)
             item_keep = reduction.keep.detach().cpu().numpy().astype(bool)
@@ -159,8 +192,12 @@ def apply_reducers(
             if reduction.scores is not None:
                 scores[rows] = reduction.scores.detach().float().cpu().numpy()
             if reduction.merged_into is not None:
-                local = reduction.merged_into.detach().cpu().numpy()
+                local = reduction.merged_into.detach().cpu().numpy().astype(np.int64)
+                _check_merges(reducer, local, item_keep)
                 merged_into[rows] = np.where(local >= 0, rows[np.clip(local, 0, None)], -1)
+                embeds[0, torch.from_numpy(rows).to(embeds.device)] = merge_groups(features, item_keep, local).to(
+                    embeds.dtype
+                )
     if on_reduced is not None:
         for modality, items in features_by_modality.items():
             for index in range(len(items)):
@@ -169,6 +206,29 @@ def apply_reducers(
                 embeds[0, index_tensor] = on_reduced(modality, index, embeds[0, index_tensor]).to(embeds.dtype)
     kept_embeds = embeds[:, torch.from_numpy(keep).to(embeds.device)] if not keep.all() else embeds
     return ReducedSequence(kept_embeds, keep, scores, merged_into)
+
+
+def _check_merges(reducer, merged_into: np.ndarray, keep: np.ndarray) -> None:
+    targets = merged_into[merged_into >= 0]
+    if len(targets) and (targets.max() >= len(keep) or not keep[targets].all() or keep[merged_into >= 0].any()):
+        raise RuntimeError(f"{reducer!r}: merged_into must point dropped tokens at kept tokens of the same item")
+
+
+def merge_groups(features: torch.Tensor, keep: np.ndarray, merged_into: np.ndarray) -> torch.Tensor:
+    """`(N, D)` embeddings where each kept token is the mean of itself and the tokens merged into it.
+
+    Dropped tokens that were merged nowhere, and dropped tokens themselves, keep their own (unused) embeddings.
+    """
+    group = np.where(keep, np.arange(len(keep)), merged_into)  # (N,): the kept token each token belongs to
+    members = group >= 0
+    index = torch.from_numpy(group[members]).to(features.device)
+    selected = features[torch.from_numpy(members).to(features.device)].float()
+    sums = torch.zeros_like(features, dtype=torch.float32).index_add_(0, index, selected)
+    sizes = torch.bincount(index, minlength=len(keep)).clamp(min=1)  # (N,)
+    merged = features.clone()
+    kept = torch.from_numpy(keep).to(features.device)
+    merged[kept] = (sums[kept] / sizes[kept, None]).to(features.dtype)
+    return merged
 
 
 def _grid(token_map, rows: np.ndarray, modality: str) -> tuple[int, ...]:

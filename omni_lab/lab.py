@@ -21,6 +21,7 @@ from .capture.session import CaptureSession
 from .errors import OmniLabInputError, OmniLabModelError
 from .presets import PRESETS, RELEASED_PARAMETER_COUNT, build_config, build_processor
 from .prompt import Prompt, build_prompt, token_texts
+from .reduction.ledger import build_ledger
 from .sources import Source, check_quantization, load_config, load_processor, resolve
 from .token_map import TokenMap
 
@@ -142,6 +143,7 @@ class Run:
         residual: DataFrame (layer, kind, position, residual_norm, mixer_norm, cosine) when captured.
         cache: {hook name: tensor} of the activations asked for with `cache=[...]`.
         interventions: the interventions that acted.
+        ledger: `ReductionLedger`: every reduction stage of every media item, and the tokens each dropped.
     """
 
     prompt: Prompt
@@ -160,6 +162,7 @@ class Run:
     residual: object = None
     cache: dict = field(default_factory=dict)
     interventions: list = field(default_factory=list)
+    ledger: object = None
 
     def __repr__(self) -> str:
         kept = self.token_map.num_positions - len(self.generated_ids)
@@ -305,6 +308,7 @@ class Lab:
         *,
         fps: float | None = 1.0,
         max_frames: int = 128,
+        reference: str | None = None,
     ) -> Prompt:
         """Build a prompt with the model's own chat template and processor.
 
@@ -316,6 +320,7 @@ class Lab:
             system: optional system message.
             thinking: open the answer with `<think>` (reasoning on) instead of `<think></think>`.
             fps, max_frames: frame sampling for video files.
+            reference: the expected answer, when known (studies score runs against it).
         Returns:
             `Prompt` with the processor's tensors and the token map.
         """
@@ -330,6 +335,7 @@ class Lab:
             thinking=thinking,
             fps=fps,
             max_frames=max_frames,
+            reference=reference,
         )
 
     # -------------------------------------------------------------------------------------------------- runs
@@ -347,11 +353,31 @@ class Lab:
             return self.prompt(prompt)
         raise OmniLabInputError(f"run() takes a Prompt (from lab.prompt(...)) or a string, got {type(prompt).__name__}")
 
-    def _reduced_sequence(self, prompt: Prompt, reducer, timings: dict, session: CaptureSession | None = None):
+    @torch.inference_mode()
+    def encode(self, prompt) -> forward.EncodedMedia:
+        """Run the model's media encoders and projectors once; pass the result to `run(..., encoded=...)` to reuse it
+        across runs of the same prompt (studies do)."""
+        self._check_runnable()
+        prompt = self._as_prompt(prompt)
+        encoded = forward.encode_media(self.model, prompt)
+        encoded.prompt_id = id(prompt)
+        return encoded
+
+    def _reduced_sequence(
+        self,
+        prompt: Prompt,
+        reducer,
+        timings: dict,
+        session: CaptureSession | None = None,
+        encoded: forward.EncodedMedia | None = None,
+    ):
         device = self.model.get_input_embeddings().weight.device
         reducers = forward.resolve_reducers(reducer, self.config)
+        if encoded is not None and getattr(encoded, "prompt_id", id(prompt)) != id(prompt):
+            raise OmniLabInputError("encoded= holds the media of another prompt; encode this prompt with lab.encode")
         with forward.timed(timings, "encode_s", device):
-            encoded = forward.encode_media(self.model, prompt)
+            if encoded is None or (session is not None and session.needs_encoders):
+                encoded = forward.encode_media(self.model, prompt)
             embeds = forward.merge_embeddings(self.model, prompt, encoded)
         with forward.timed(timings, "reduce_s", device):
             on_reduced = session.on_reduced if session is not None and session.active else None
@@ -367,15 +393,18 @@ class Lab:
         return session
 
     @torch.inference_mode()
-    def logits(self, prompt, reducer="model", interventions=None) -> torch.Tensor:
+    def logits(self, prompt, reducer="model", interventions=None, encoded=None) -> torch.Tensor:
         """`(1, L', vocab)` float32 logits at every position of the (reduced) prompt from the merged forward."""
         self._check_runnable()
         prompt = self._as_prompt(prompt)
         session = self._session(prompt, None, None, interventions, "cpu", None, 0, None)
+        reducer, in_llm = forward.split_in_llm(reducer)
         with session.installed():
-            reduced, _ = self._reduced_sequence(prompt, reducer, {}, session)
-            session.set_token_map(prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into))
-            return self.model.language_model(inputs_embeds=reduced.embeds).logits.float()
+            reduced, _ = self._reduced_sequence(prompt, reducer, {}, session, encoded)
+            prompt_map = prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into)
+            session.set_token_map(prompt_map)
+            with forward.in_llm_reduction(in_llm, self.model, prompt_map):
+                return self.model.language_model(inputs_embeds=reduced.embeds).logits.float()
 
     @torch.inference_mode()
     def run(
@@ -396,6 +425,7 @@ class Lab:
         cache_device="cpu",
         cache_dtype=None,
         capture_budget: int | None = None,
+        encoded: forward.EncodedMedia | None = None,
     ) -> Run:
         """Run a prompt: encode media, merge, reduce, prefill, decode.
 
@@ -404,7 +434,8 @@ class Lab:
             max_new_tokens: generation stops here or at the model's end tokens.
             do_sample: sample instead of greedy argmax (with temperature, top_k, top_p; `seed` for repeatability).
             reducer: "model" (the model's own EVS at `config.video_pruning_rate`), None (no reduction), a reducer
-                (acts on the modalities it names), or {"video": reducer, "audio": reducer, ...}.
+                (acts on the modalities it names), or {"video": reducer, "audio": reducer, ...}; an in-LLM reducer
+                (`FastV`) alone or as {"llm": FastV(...), "video": ...}.
             return_logits: keep the logits each new token was chosen from (`run.logits`).
             capture: names or specs: "routing", "attention_mass", "mamba_mass", "residual", or
                 `ol.capture.routing(scores=True)`, `ol.capture.attention_mass(segments="frame", queries="answer")`...
@@ -414,6 +445,8 @@ class Lab:
             cache_device, cache_dtype: where cached tensors go ("cpu") and their dtype (e.g. torch.float16).
             capture_budget: bytes the captures may take (default `omni_lab.capture.BUDGET_BYTES`, 8 GiB); past it
                 the run is refused with the estimate before anything runs.
+            encoded: this prompt's media from `lab.encode(prompt)`, to skip the encoders (timings then show
+                encode_s for the merge only).
         Returns:
             `Run`.
         """
@@ -423,13 +456,21 @@ class Lab:
             raise OmniLabInputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
         settings = forward.SamplingSettings(do_sample, temperature, top_k, top_p, seed)
         settings.validate()
+        reducer, in_llm = forward.split_in_llm(reducer)
         session = self._session(
             prompt, capture, cache, interventions, cache_device, cache_dtype, max_new_tokens, capture_budget
         )
+        if in_llm is not None and (
+            session.captures or any(name.startswith("llm.") for name in [*session.cache_names, *session.patches])
+        ):
+            raise OmniLabInputError(
+                f"{in_llm!r} shortens the sequence inside the LLM, and captures / LLM interventions index the full "
+                "sequence's positions: run them without the in-LLM reducer"
+            )
         timings: dict = {}
         started = time.perf_counter()
         with session.installed():
-            reduced, reducers = self._reduced_sequence(prompt, reducer, timings, session)
+            reduced, reducers = self._reduced_sequence(prompt, reducer, timings, session, encoded)
             prompt_map = prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into)
             session.set_token_map(prompt_map)
             length = reduced.embeds.shape[1]
@@ -438,15 +479,19 @@ class Lab:
                     f"{length} prompt tokens + max_new_tokens={max_new_tokens} exceed the {self.context_length}-token "
                     f"context; lower max_new_tokens or shorten the prompt"
                 )
-            tokens, logits, reason = forward.generate(
-                self.model.language_model,
-                reduced.embeds,
-                max_new_tokens,
-                self.eos_token_ids,
-                settings,
-                timings,
-                keep_logits=return_logits,
-            )
+            with forward.in_llm_reduction(in_llm, self.model, prompt_map) as dropped:
+                tokens, logits, reason = forward.generate(
+                    self.model.language_model,
+                    reduced.embeds,
+                    max_new_tokens,
+                    self.eos_token_ids,
+                    settings,
+                    timings,
+                    keep_logits=return_logits,
+                )
+        if in_llm is not None:
+            prompt_map = prompt_map.with_llm_drop(in_llm.layer, dropped["keep"], dropped["scores"])
+            reducers = {**reducers, "llm": in_llm}
         token_map = prompt_map.with_generated(tokens, self._token_texts(tokens))
         results = session.finish(token_map)
         timings["total_s"] = time.perf_counter() - started
@@ -469,6 +514,7 @@ class Lab:
             residual=results.get("residual"),
             cache=results["cache"],
             interventions=list(interventions or []),
+            ledger=build_ledger(prompt, reducers, token_map, self.processor),
         )
 
     def _token_texts(self, ids) -> list[str]:

@@ -30,6 +30,7 @@ class Prompt:
         inputs: the processor's output (`input_ids`, `pixel_values`, `image_grid_hw`, `pixel_values_videos`,
             `input_features`, `input_features_mask`), torch tensors with batch size 1.
         token_map: one row per prompt token.
+        reference: the expected answer, when known (studies score runs against it).
     """
 
     text: str
@@ -40,6 +41,7 @@ class Prompt:
     audios: list = field(default_factory=list)
     inputs: dict = field(default_factory=dict)
     token_map: TokenMap | None = None
+    reference: str | None = None
 
     @property
     def input_ids(self):
@@ -88,6 +90,7 @@ def build_prompt(
     thinking: bool = False,
     fps: float | None = 1.0,
     max_frames: int = 128,
+    reference: str | None = None,
 ) -> Prompt:
     """Decode media and build the token sequence with the model's own processor; see `Lab.prompt`."""
     if text is None:
@@ -149,7 +152,7 @@ def build_prompt(
             f"model's {context_length}-token context. Shorten the text, use fewer or smaller images, fewer video "
             f"frames (fps=, max_frames=) or shorter audio."
         )
-    return Prompt(text, system, bool(thinking), images, videos, audios, inputs, token_map)
+    return Prompt(text, system, bool(thinking), images, videos, audios, inputs, token_map, reference)
 
 
 def _lay_out(processor, inputs: dict, images, videos, audios) -> TokenMap:

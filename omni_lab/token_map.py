@@ -17,6 +17,7 @@ One row per token of the prompt *before* any reducer (a pruned token keeps its r
     kept         the LLM saw this token
     score        the reducer's score for it (NaN when no reducer scored it)
     merged_into  row it was merged into by a merging reducer (-1 otherwise)
+    dropped_at_layer  LLM layer after which an in-LLM reducer (FastV) dropped it (-1 otherwise)
 
 The map is plain data (numpy columns; `.df` builds a pandas DataFrame on demand) and knows nothing of the model.
 `build_token_map` lays the rows out from the input ids and a geometric description of each media item.
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MODALITIES = ("text", "image", "video", "audio", "generated")
-_INT_COLUMNS = ("position", "item", "token_id", "row", "col", "tubelet", "merged_into")
+_INT_COLUMNS = ("position", "item", "token_id", "row", "col", "tubelet", "merged_into", "dropped_at_layer")
 _FLOAT_COLUMNS = ("x0", "y0", "x1", "y1", "t0", "t1", "score")
 COLUMNS = (
     "position",
@@ -51,6 +52,7 @@ COLUMNS = (
     "kept",
     "score",
     "merged_into",
+    "dropped_at_layer",
 )
 AUDIO_SECONDS_PER_TOKEN = 0.08  # 10 ms mel hop x 8x subsampling
 
@@ -202,6 +204,25 @@ class TokenMap:
             columns["score"] = np.asarray(scores, dtype=np.float64)
         if merged_into is not None:
             columns["merged_into"] = np.asarray(merged_into, dtype=np.int64)
+        return TokenMap(columns)
+
+    def with_llm_drop(self, layer: int, keep_positions: np.ndarray, scores: np.ndarray) -> TokenMap:
+        """A copy recording that the prompt positions with `keep_positions` False left the sequence after `layer`.
+
+        Args:
+            layer: the LLM layer after which they were dropped.
+            keep_positions: bool per prompt position (the LLM's input sequence).
+            scores: the in-LLM reducer's score per prompt position (NaN where it scored nothing); written to
+                `score` for rows no earlier reducer scored.
+        """
+        columns = {name: values.copy() for name, values in self._columns.items()}
+        positions = columns["position"]
+        rows = np.flatnonzero(positions >= 0)
+        rows = rows[np.argsort(positions[rows])][: len(keep_positions)]
+        dropped = rows[~np.asarray(keep_positions, dtype=bool)]
+        columns["dropped_at_layer"][dropped] = layer
+        unscored = rows[np.isnan(columns["score"][rows])]
+        columns["score"][unscored] = np.asarray(scores, dtype=np.float64)[np.searchsorted(rows, unscored)]
         return TokenMap(columns)
 
     def with_generated(self, token_ids, texts) -> TokenMap:

@@ -96,6 +96,12 @@ class CaptureSession:
     def active(self) -> bool:
         return bool(self.captures or self.cache_names or self.patches)
 
+    @property
+    def needs_encoders(self) -> bool:
+        """The run caches or patches a tower point, so the encoders must run even when their output is known."""
+        towers = ("vision.", "audio.")
+        return any(name.startswith(towers) for name in [*self.cache_names, *self.patches])
+
     def set_token_map(self, token_map) -> None:
         """The prompt's token map after reduction: the positions the LLM will see. Call before the prefill."""
         self.token_map = token_map

@@ -28,6 +28,12 @@ class EVS:
     def __repr__(self) -> str:
         return f"EVS(rate={self.rate})"
 
+    def budget(self, item: ReductionItem) -> int:
+        """max(tokens per tubelet, int(total x (1 - rate))), as the release computes it."""
+        tubelets = item.grid[0]
+        per_tubelet = item.num_tokens // tubelets
+        return max(per_tubelet, int(tubelets * per_tubelet * (1 - self.rate)))
+
     def __call__(self, item: ReductionItem) -> Reduction:
         from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import compute_retention_mask
 

@@ -1,0 +1,137 @@
+"""What every study shares: prompts with references, answer scoring, fixed keep masks, writing rows out.
+
+A study's unit of work is one (prompt, reducer, rate, intervention) -> one row, computed by a function of its
+inputs only (the lab, the prompt, its encoded media, the reducer), so a study can later be mapped over a distributed
+engine without rewriting it.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import OmniLabInputError
+from ..reduction import Reduction
+
+
+def as_prompts(lab, prompts) -> list:
+    """Prompts from `Prompt`s, strings, or (prompt, reference) pairs."""
+    from ..prompt import Prompt
+
+    if isinstance(prompts, (Prompt, str)):
+        prompts = [prompts]
+    out = []
+    for entry in prompts:
+        if isinstance(entry, tuple) and len(entry) == 2:
+            prompt, reference = entry
+            prompt = lab._as_prompt(prompt)
+            prompt.reference = reference
+        else:
+            prompt = lab._as_prompt(entry)
+        out.append(prompt)
+    if not out:
+        raise OmniLabInputError("a study needs at least one prompt")
+    return out
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, surrounding whitespace and trailing punctuation removed, inner whitespace collapsed."""
+    return re.sub(r"\s+", " ", text.strip().lower()).rstrip(".!?")
+
+
+def is_correct(answer: str, reference: str | None) -> bool | None:
+    return None if reference is None else normalise_answer(answer) == normalise_answer(reference)
+
+
+def first_token_target(lab, prompt, baseline_ids: list[int]) -> int:
+    """The token whose probability margin studies follow: the reference's first token, else the unreduced answer's."""
+    if prompt.reference:
+        ids = lab.tokenizer.encode(prompt.reference.strip(), add_special_tokens=False)
+        if ids:
+            return int(ids[0])
+    if not baseline_ids:
+        raise OmniLabInputError("the unreduced run generated nothing; give the prompt a reference answer")
+    return int(baseline_ids[0])
+
+
+def margin(logits: torch.Tensor, target: int) -> float:
+    """log p(target) − max over other tokens of log p, from one `(vocab,)` logit vector."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    others = log_probs.clone()
+    others[target] = -float("inf")
+    return float(log_probs[target] - others.max())
+
+
+def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor) -> float:
+    """KL(p_reference || p) in nats between two `(vocab,)` logit vectors."""
+    reference = torch.log_softmax(reference_logits.float(), dim=-1)
+    other = torch.log_softmax(logits.float(), dim=-1)
+    return float((reference.exp() * (reference - other)).sum())
+
+
+class KeepMask:
+    """A reducer that applies fixed keep masks: {(modality, item): bool array over the item's tokens}."""
+
+    def __init__(self, masks: dict, label: str = "keep mask"):
+        self.masks = {key: np.asarray(value, dtype=bool) for key, value in masks.items()}
+        self.modalities = tuple(dict.fromkeys(modality for modality, _ in self.masks))
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"KeepMask({self.label})"
+
+    def budget(self, item) -> int:
+        return int(self.masks.get((item.modality, item.index), np.ones(item.num_tokens, bool)).sum())
+
+    def __call__(self, item) -> Reduction:
+        keep = self.masks.get((item.modality, item.index), np.ones(item.num_tokens, dtype=bool))
+        return Reduction(keep=torch.from_numpy(keep.copy()))
+
+
+def keep_masks_from(token_map, modalities) -> dict:
+    """{(modality, item): kept flags} of a run's token map, for the given modalities."""
+    df = token_map.df
+    masks = {}
+    for modality in modalities:
+        rows = df[df.modality == modality]
+        for item, group in rows.groupby("item", sort=True):
+            masks[(modality, int(item))] = group.kept.to_numpy().copy()
+    return masks
+
+
+def kept_counts(token_map) -> dict:
+    """Kept tokens per media modality and in total (prompt rows only)."""
+    df = token_map.df
+    prompt = df[df.modality != "generated"]
+    counts = {f"kept_{m}": int(prompt[(prompt.modality == m)].kept.sum()) for m in ("image", "video", "audio")}
+    counts["kept_tokens"] = int(prompt.kept.sum())
+    counts["prompt_tokens"] = len(prompt)
+    return counts
+
+
+def progress(total: int, description: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, disable=not enabled, leave=False)
+
+
+def write_rows(frame, out, table: str) -> None:
+    """Append a study's rows to SQLite (.sqlite / .db) or write them to Parquet (.parquet)."""
+    if out is None:
+        return
+    path = Path(out)
+    flat = frame.copy()
+    for column in flat.columns:
+        if flat[column].dtype == object:
+            flat[column] = flat[column].map(lambda value: value if isinstance(value, (str, type(None))) else str(value))
+    if path.suffix == ".parquet":
+        flat.to_parquet(path, index=False)
+    elif path.suffix in (".sqlite", ".db", ".sqlite3"):
+        with sqlite3.connect(path) as connection:
+            flat.to_sql(table, connection, if_exists="append", index=False)
+    else:
+        raise OmniLabInputError(f"out={str(out)!r}: write to a .parquet file or a .sqlite / .db database")
