@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,31 @@ def first_token_target(lab, prompt, baseline_ids: list[int]) -> int:
     if not baseline_ids:
         raise OmniLabInputError("the unreduced run generated nothing; give the prompt a reference answer")
     return int(baseline_ids[0])
+
+
+@dataclass
+class Baseline:
+    """What a single-prompt reduction study starts from: the prompt, its reducers by modality, its encoded media, the
+    unreduced run (first-token logits kept) and the token whose margin the study follows."""
+
+    prompt: object
+    reducers: dict
+    encoded: object
+    full: object
+    target: int
+
+
+def unreduced_baseline(lab, prompt, reducer, study: str) -> Baseline:
+    """Encode `prompt` once, run it unreduced, and pick the target token; refuse a reducer that reduces nothing."""
+    from ..forward import resolve_reducers
+
+    prompt = lab._as_prompt(prompt)
+    reducers = resolve_reducers(reducer, lab.config)
+    if not reducers:
+        raise OmniLabInputError(f"{study} needs a reducer that acts on this prompt's media")
+    encoded = lab.encode(prompt)
+    full = lab.run(prompt, max_new_tokens=1, reducer=None, return_logits=True, encoded=encoded)
+    return Baseline(prompt, reducers, encoded, full, first_token_target(lab, prompt, full.generated_ids))
 
 
 def margin(logits: torch.Tensor, target: int) -> float:

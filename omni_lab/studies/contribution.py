@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..capture.interventions import ablate_tokens
-from ..errors import OmniLabInputError
-from .common import first_token_target, kl_divergence, margin, progress, write_rows
+from .common import kl_divergence, margin, progress, unreduced_baseline, write_rows
 
 
 def pruned_contribution(
@@ -34,16 +33,9 @@ def pruned_contribution(
     """
     import pandas as pd
 
-    from ..forward import resolve_reducers
-
-    prompt = lab._as_prompt(prompt)
-    reducers = resolve_reducers(reducer, lab.config)
-    if not reducers:
-        raise OmniLabInputError("pruned_contribution needs a reducer")
-    encoded = lab.encode(prompt)
-    full = lab.run(prompt, max_new_tokens=1, reducer=None, return_logits=True, encoded=encoded)
-    target = first_token_target(lab, prompt, full.generated_ids)
-    reference_logits = full.logits[0]
+    baseline = unreduced_baseline(lab, prompt, reducer, "pruned_contribution")
+    prompt, reducers, encoded, target = baseline.prompt, baseline.reducers, baseline.encoded, baseline.target
+    reference_logits = baseline.full.logits[0]
     base_margin = margin(reference_logits, target)
     decision = lab.run(prompt, max_new_tokens=0, reducer=reducer, encoded=encoded).token_map.df
     media = decision[decision.modality.isin(list(reducers))]

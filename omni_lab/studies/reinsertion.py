@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import OmniLabInputError
-from .common import KeepMask, first_token_target, keep_masks_from, margin, progress, write_rows
+from .common import KeepMask, keep_masks_from, margin, progress, unreduced_baseline, write_rows
 
 GROUPINGS = ("frame", "region", "topk")
 
@@ -65,17 +65,16 @@ def reinsertion(
     """
     import pandas as pd
 
-    from ..forward import resolve_reducers
-
     if groups not in GROUPINGS:
         raise OmniLabInputError(f"groups={groups!r}: use one of {GROUPINGS}")
-    prompt = lab._as_prompt(prompt)
-    reducers = resolve_reducers(reducer, lab.config)
-    if not reducers:
-        raise OmniLabInputError("reinsertion needs a reducer that prunes something")
-    encoded = lab.encode(prompt)
-    full = lab.run(prompt, max_new_tokens=1, reducer=None, return_logits=True, encoded=encoded)
-    target = first_token_target(lab, prompt, full.generated_ids)
+    baseline = unreduced_baseline(lab, prompt, reducer, "reinsertion")
+    prompt, reducers, encoded, full, target = (
+        baseline.prompt,
+        baseline.reducers,
+        baseline.encoded,
+        baseline.full,
+        baseline.target,
+    )
     reduced = lab.run(prompt, max_new_tokens=1, reducer=reducer, return_logits=True, encoded=encoded)
     full_margin, reduced_margin = margin(full.logits[0], target), margin(reduced.logits[0], target)
     lost = full_margin - reduced_margin
@@ -86,8 +85,9 @@ def reinsertion(
     base_masks = keep_masks_from(reduced.token_map, reducers)
     labelled = _pruned_groups(reduced.token_map, list(reducers), groups, k, regions)
     df = reduced.token_map.df
-    item_row_index = {key: np.flatnonzero(((df.modality == key[0]) & (df["item"] == key[1])).to_numpy())
-                      for key in base_masks}
+    item_row_index = {
+        key: np.flatnonzero(((df.modality == key[0]) & (df["item"] == key[1])).to_numpy()) for key in base_masks
+    }
     bar = progress(len(labelled), "reinsertion", progress_bar)
     for label, group_rows in labelled:
         masks = {key: mask.copy() for key, mask in base_masks.items()}
