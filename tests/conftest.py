@@ -31,3 +31,11 @@ def full_meta_lab():
     import omni_lab as ol
 
     return ol.load("random:full", device="meta")
+
+
+@pytest.fixture(scope="session")
+def twin_lab():
+    """The trained toy twin shipped in the package (ShapesWorld)."""
+    import omni_lab as ol
+
+    return ol.load("toy")
