@@ -3,7 +3,8 @@
 One attention layer (8 heads, head dim 64, causal, 4 segments, batch 1), as in reference/peer_baselines.md §7.
 
 CPU (``--device cpu``, default): the naive version (full softmax over L × L scores, then pooled) against the chunked
-torch reference (``omni_lab.kernels.ref.pooled_attention_mass``, float32).
+torch reference (``omni_lab.kernels.ref.pooled_attention_mass``, float32) and the fused path the public op takes on
+CPU (``omni_lab.kernels.sdpa``: torch's fused attention with the one-hot segments as values).
 - Time: both run in this process, alternating, one warm-up each, median of ``--repeats``.
 - Peak extra memory: each (method, L) runs once more in a fresh subprocess that builds the inputs, resets the
   kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs``, Linux), runs the method and reads the peak
@@ -40,7 +41,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from omni_lab.kernels import ref
+from omni_lab.kernels import ref, sdpa
 
 HEADS, HEAD_DIM, SEGMENTS = 8, 64, 4
 
@@ -76,7 +77,11 @@ def chunked_pooled_mass(q: torch.Tensor, k: torch.Tensor, segment_ids: torch.Ten
     return ref.pooled_attention_mass(q, k, segment_ids, SEGMENTS)
 
 
-METHODS = {"naive": naive_pooled_mass, "chunked": chunked_pooled_mass}
+def fused_pooled_mass(q: torch.Tensor, k: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
+    return sdpa.pooled_attention_mass(q, k, segment_ids, SEGMENTS)
+
+
+METHODS = {"naive": naive_pooled_mass, "chunked": chunked_pooled_mass, "fused": fused_pooled_mass}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,36 +158,37 @@ def bench_cpu(lengths: list[int], repeats: int) -> None:
     )
     header = (
         f"{'L':>7} | {'naive s':>8} | {'naive MB':>9} | {'chunked s':>9} | {'chunked MB':>10} | "
-        f"{'chunked/naive':>13} | {'max |diff|':>10}"
+        f"{'chunked/naive':>13} | {'fused s':>8} | {'fused MB':>8} | {'fused/naive':>11} | {'max |diff|':>10}"
     )
     print(header)
     print("-" * len(header))
     for length in lengths:
         q, k, segment_ids = make_inputs(length, "cpu", torch.float32)
         run_naive = naive_fits(length)
-        methods = ["naive", "chunked"] if run_naive else ["chunked"]  # the chunked one alone: a single run
+        methods = ["naive", "chunked", "fused"] if run_naive else ["chunked", "fused"]
         times = {method: [] for method in methods}
         outputs = {method: METHODS[method](q, k, segment_ids) for method in methods} if run_naive else {}  # warm-up
         for _ in range(repeats if run_naive else 1):
-            for method in methods:  # alternate, so drift on a noisy machine hits both
+            for method in methods:  # alternate, so drift on a noisy machine hits every method alike
                 start = time.perf_counter()
                 outputs[method] = METHODS[method](q, k, segment_ids)
                 times[method].append(time.perf_counter() - start)
-        chunked_s = statistics.median(times["chunked"])
-        chunked_mb = peak_extra_rss_in_subprocess("chunked", length) / 2**20
+        seconds = {method: statistics.median(values) for method, values in times.items()}
+        megabytes = {method: peak_extra_rss_in_subprocess(method, length) / 2**20 for method in methods}
         if run_naive:
-            naive_s = statistics.median(times["naive"])
-            naive_mb = peak_extra_rss_in_subprocess("naive", length) / 2**20
-            diff = (outputs["naive"] - outputs["chunked"]).abs().max().item()
+            diff = max((outputs["naive"] - outputs[m]).abs().max().item() for m in ("chunked", "fused"))
             print(
-                f"{length:>7} | {naive_s:>8.3f} | {naive_mb:>9.0f} | {chunked_s:>9.3f} | {chunked_mb:>10.0f} | "
-                f"{chunked_s / naive_s:>13.2f} | {diff:>10.1e}"
+                f"{length:>7} | {seconds['naive']:>8.3f} | {megabytes['naive']:>9.0f} | {seconds['chunked']:>9.3f} | "
+                f"{megabytes['chunked']:>10.0f} | {seconds['chunked'] / seconds['naive']:>13.2f} | "
+                f"{seconds['fused']:>8.3f} | {megabytes['fused']:>8.0f} | {seconds['fused'] / seconds['naive']:>11.2f} | "
+                f"{diff:>10.1e}"
             )
         else:
             needed_gib = 2 * HEADS * length * length * 4 / 2**30
             print(
-                f"{length:>7} | {'skipped':>8} | {'-':>9} | {chunked_s:>9.3f} | {chunked_mb:>10.0f} | {'-':>13} | "
-                f"{'-':>10}   naive needs {needed_gib:.0f} GiB of L x L matrices"
+                f"{length:>7} | {'skipped':>8} | {'-':>9} | {seconds['chunked']:>9.3f} | {megabytes['chunked']:>10.0f} | "
+                f"{'-':>13} | {seconds['fused']:>8.3f} | {megabytes['fused']:>8.0f} | {'-':>11} | {'-':>10}"
+                f"   naive needs {needed_gib:.0f} GiB of L x L matrices"
             )
         sys.stdout.flush()
 
