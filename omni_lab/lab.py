@@ -19,20 +19,11 @@ from .capture import specs as capture_specs
 from .capture.hooks import hook_points
 from .capture.session import CaptureSession
 from .errors import OmniLabInputError, OmniLabModelError
-from .presets import PRESETS, RELEASED_PARAMETER_COUNT, build_config, build_processor
+from .presets import RELEASED_PARAMETER_COUNT
 from .prompt import Prompt, build_prompt, token_texts
 from .reduction.ledger import build_ledger
-from .sources import Source, check_quantization, load_config, load_processor, resolve
+from .sources import Source, build_model, resolve
 from .token_map import TokenMap
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
 
 
 def load(
@@ -57,69 +48,8 @@ def load(
             a quantised checkpoint this device cannot run.
     """
     resolved = resolve(source, allow_download=allow_download)
-    torch_dtype = _dtype(dtype)
-    if resolved.kind == "preset":
-        preset = PRESETS[resolved.preset]
-        config = build_config(preset)
-        dtype_used = torch_dtype or torch.float32
-        model = _build_random(config, device, dtype_used, seed)
-        processor = build_processor(preset)
-        return Lab(model, processor, resolved, str(device), dtype_used)
-    return _load_checkpoint(resolved, device, torch_dtype, progress)
-
-
-def _dtype(dtype):
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if isinstance(dtype, str) and dtype.replace("torch.", "") in _DTYPES:
-        return _DTYPES[dtype.replace("torch.", "")]
-    raise OmniLabInputError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)} or a torch.dtype")
-
-
-def _build_random(config, device: str, dtype: torch.dtype, seed: int):
-    from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import NemotronH_Omni_Reasoning_V3
-
-    if str(device) == "meta":
-        with torch.device("meta"):
-            return NemotronH_Omni_Reasoning_V3(config).to(dtype).eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = NemotronH_Omni_Reasoning_V3(config)
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def _load_checkpoint(source: Source, device: str, dtype, progress: bool):
-    from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import NemotronH_Omni_Reasoning_V3
-
-    path = source.path
-    check_quantization(path, str(device))
-    config = load_config(path)
-    on_gpu = str(device).startswith("cuda") or str(device) == "auto"
-    dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
-    started = time.perf_counter()
-    if progress:
-        _say(f"omni-lab: loading {source.spec} from {path} ({dtype}, device={device}) ...")
-    kwargs = dict(config=config, dtype=dtype, use_safetensors=True, trust_remote_code=False)
-    if str(device) == "meta":
-        with torch.device("meta"):
-            model = NemotronH_Omni_Reasoning_V3(config).to(dtype)
-    else:
-        if str(device) != "cpu":
-            kwargs["device_map"] = "auto" if str(device) == "auto" else str(device)
-        try:
-            model = NemotronH_Omni_Reasoning_V3.from_pretrained(path, **kwargs)
-        except OSError as error:
-            raise OmniLabModelError(f"could not load weights from {path}: {error}") from None
-    processor = load_processor(path, config)
-    if progress:
-        _say(f"omni-lab: loaded in {time.perf_counter() - started:.1f} s")
-    return Lab(model.eval(), processor, source, str(device), dtype)
-
-
-def _say(message: str) -> None:
-    import sys
-
-    print(message, file=sys.stderr, flush=True)
+    model, processor, dtype = build_model(resolved, str(device), dtype, seed=seed, progress=progress)
+    return Lab(model, processor, resolved, str(device), dtype)
 
 
 @dataclass

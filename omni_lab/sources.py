@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import OmniLabModelError
-from .presets import PRESETS
+import torch
+
+from .errors import OmniLabInputError, OmniLabModelError
+from .presets import PRESETS, build_config, build_processor
 
 HUB_IDS = (
     "nvidia/Nemotron-3-Nano-Omni-30B-A3B-Reasoning-BF16",
@@ -276,3 +279,78 @@ def load_processor(path: Path, config):
 def _native_preprocessor(path: Path) -> bool:
     file = path / "preprocessor_config.json"
     return file.is_file() and "Nano_Omni" not in json.loads(file.read_text()).get("image_processor_type", "")
+
+
+def build_model(source: Source, device: str, dtype=None, *, seed: int = 0, progress: bool = True):
+    """(model, processor, dtype) for a resolved source: a random preset built in-process, or a checkpoint loaded."""
+    torch_dtype = _dtype(dtype)
+    if source.kind == "preset":
+        preset = PRESETS[source.preset]
+        dtype_used = torch_dtype or torch.float32
+        return _build_random(build_config(preset), device, dtype_used, seed), build_processor(preset), dtype_used
+    return _load_checkpoint(source, device, torch_dtype, progress)
+
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def _dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.replace("torch.", "") in _DTYPES:
+        return _DTYPES[dtype.replace("torch.", "")]
+    raise OmniLabInputError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)} or a torch.dtype")
+
+
+def _build_random(config, device: str, dtype: torch.dtype, seed: int):
+    from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import NemotronH_Omni_Reasoning_V3
+
+    if str(device) == "meta":
+        with torch.device("meta"):
+            return NemotronH_Omni_Reasoning_V3(config).to(dtype).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = NemotronH_Omni_Reasoning_V3(config)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _load_checkpoint(source: Source, device: str, dtype, progress: bool):
+    """transformers' `from_pretrained` on a checkpoint directory (safetensors only, no remote code)."""
+    from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import NemotronH_Omni_Reasoning_V3
+
+    path = source.path
+    check_quantization(path, str(device))
+    config = load_config(path)
+    on_gpu = str(device).startswith("cuda") or str(device) == "auto"
+    dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
+    started = time.perf_counter()
+    if progress:
+        _say(f"omni-lab: loading {source.spec} from {path} ({dtype}, device={device}) ...")
+    kwargs = dict(config=config, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+    if str(device) == "meta":
+        with torch.device("meta"):
+            model = NemotronH_Omni_Reasoning_V3(config).to(dtype)
+    else:
+        if str(device) != "cpu":
+            kwargs["device_map"] = "auto" if str(device) == "auto" else str(device)
+        try:
+            model = NemotronH_Omni_Reasoning_V3.from_pretrained(path, **kwargs)
+        except OSError as error:
+            raise OmniLabModelError(f"could not load weights from {path}: {error}") from None
+    processor = load_processor(path, config)
+    if progress:
+        _say(f"omni-lab: loaded in {time.perf_counter() - started:.1f} s")
+    return model.eval(), processor, dtype
+
+
+def _say(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
