@@ -87,17 +87,23 @@ def main() -> None:
             assert their_tokens == kept, (their_tokens, kept)  # both prune the same tokens
     model.video_pruning_rate = lab.config.video_pruning_rate
 
-    median = {key: {rate: statistics.median(values) for rate, values in table.items()} for key, table in samples.items()}
-    print(f"{'rate':>5}{'tokens':>8}{'ideal':>7}{'omni-lab s':>12}{'speed-up':>10}{'effic.':>8}"
-          f"{'transformers s':>16}{'speed-up':>10}{'effic.':>8}{'reduce %':>10}{'TTFT s':>9}")
+    median = {
+        key: {rate: statistics.median(values) for rate, values in table.items()} for key, table in samples.items()
+    }
+    print(
+        f"{'rate':>5}{'tokens':>8}{'ideal':>7}{'omni-lab s':>12}{'speed-up':>10}{'effic.':>8}"
+        f"{'transformers s':>16}{'speed-up':>10}{'effic.':>8}{'reduce %':>10}{'TTFT s':>9}"
+    )
     for rate in RATES:
         ideal = tokens[0.0] / tokens[rate]
         ours_speedup = median["ours"][0.0] / median["ours"][rate]
         their_speedup = median["theirs"][0.0] / median["theirs"][rate]
         reduce_share = median["reduce"][rate] / median["ours"][rate]
-        print(f"{rate:>5.2f}{tokens[rate]:>8}{ideal:>7.2f}{median['ours'][rate]:>12.3f}{ours_speedup:>10.2f}"
-              f"{ours_speedup / ideal:>8.2f}{median['theirs'][rate]:>16.3f}{their_speedup:>10.2f}"
-              f"{their_speedup / ideal:>8.2f}{reduce_share:>10.1%}{median['ttft'][rate]:>9.3f}")
+        print(
+            f"{rate:>5.2f}{tokens[rate]:>8}{ideal:>7.2f}{median['ours'][rate]:>12.3f}{ours_speedup:>10.2f}"
+            f"{ours_speedup / ideal:>8.2f}{median['theirs'][rate]:>16.3f}{their_speedup:>10.2f}"
+            f"{their_speedup / ideal:>8.2f}{reduce_share:>10.1%}{median['ttft'][rate]:>9.3f}"
+        )
 
 
 if __name__ == "__main__":
