@@ -1,6 +1,7 @@
 """The `omni-lab` command.
 
 omni-lab info random:full --device meta        # architecture, parameter counts, token budgets
+omni-lab run --demo                             # the toy twin on a held-out ShapesWorld video + audio question
 omni-lab run random:small --demo                # image + video + audio in one prompt, synthetic media
 omni-lab run PATH --text "..." --image a.png --video clip.mp4 --audio beeps.wav [--json]
 """
@@ -22,12 +23,21 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
 
     run = commands.add_parser("run", help="run one prompt")
-    run.add_argument("source", help="toy | random:toy | random:small | random:full | checkpoint dir | hub id")
+    run.add_argument(
+        "source",
+        nargs="?",
+        default="toy",
+        help="toy (default) | random:toy | random:small | random:full | dir | hub id",
+    )
     run.add_argument("--text", default="", help="the question")
     run.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     run.add_argument("--video", default=None, help="video file")
     run.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
-    run.add_argument("--demo", action="store_true", help="add a synthetic image, 4-frame video and 1 s beep")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="toy: a held-out ShapesWorld video + audio question; other models: a synthetic image, video and beeps",
+    )
     run.add_argument("--system", default=None, help="system message")
     run.add_argument("--thinking", action="store_true", help="let the model reason before answering")
     run.add_argument("--max-new-tokens", type=int, default=32)
@@ -37,6 +47,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default=None)
     run.add_argument("--json", action="store_true", help="print JSON")
+
+    train_toy = commands.add_parser("train-toy", help="train the toy twin on ShapesWorld (CPU)")
+    train_toy.add_argument("--out", required=True, help="checkpoint directory to write")
+    train_toy.add_argument("--minutes", type=float, default=None, help="training length in reference-CPU minutes")
+    train_toy.add_argument("--steps", type=int, default=None, help="training steps (overrides --minutes)")
+    train_toy.add_argument("--seed", type=int, default=0, help="run seed 0-99 (initialisation and data)")
+    train_toy.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    train_toy.add_argument("--eval-n", type=int, default=200, help="held-out examples per family for the card")
+
+    eval_toy = commands.add_parser("eval-toy", help="held-out ShapesWorld accuracy per family and task")
+    eval_toy.add_argument("--model", default="toy", help="toy (default) | checkpoint dir")
+    eval_toy.add_argument("--n", type=int, default=200, help="examples per family")
+    eval_toy.add_argument("--seed", type=int, default=0, help="evaluation seed 0-999")
+    eval_toy.add_argument("--reducer", default="none", help="none | model | evs:RATE")
+    eval_toy.add_argument("--families", default=None, help="comma-separated subset of image,video,audio,omni,text")
+    eval_toy.add_argument("--ablation", action="store_true", help="also zero moving-path vs static video tokens")
+    eval_toy.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -98,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import OmniLabInputError, OmniLabModelError
 
     try:
+        if args.command in ("train-toy", "eval-toy"):
+            from .toy import commands as toy_commands
+
+            return toy_commands.train_toy(args) if args.command == "train-toy" else toy_commands.eval_toy(args)
         if args.command == "info":
             lab = load(args.source, device=args.device)
             info = lab.info()
@@ -106,7 +137,19 @@ def main(argv: list[str] | None = None) -> int:
         lab = load(args.source, device=args.device, dtype=args.dtype)
         images, video, audio = list(args.image), args.video, list(args.audio)
         text = args.text
-        if args.demo:
+        expected = None
+        if args.demo and args.source == "toy" and not (text or images or video or audio):
+            from .toy import shapesworld
+
+            example = shapesworld.sample(shapesworld.eval_seed(0, "omni", 0), family="omni", task="count_and_direction")
+            text, video, audio, expected = (
+                example.question,
+                example.media["video"],
+                [example.media["audio"]],
+                example.answer,
+            )
+            print(f"question: {text!r} (a held-out ShapesWorld clip and its beeps)")
+        elif args.demo:
             image, clip, beeps = demo_media()
             images.append(image)
             video = video or clip
@@ -146,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         print(f"answer: {run.answer!r}  ({run.stop_reason}, {len(run.generated_ids)} tokens)")
+        if expected is not None:
+            print(f"ground truth: {expected!r}")
         if run.reasoning:
             print(f"reasoning: {run.reasoning!r}")
         print("prompt tokens: " + ", ".join(f"{k} {v} (kept {kept.get(k, 0)})" for k, v in counts.items()))

@@ -87,11 +87,24 @@ def build_tokenizer(vocab_size: int = 1024):
     Returns:
         `transformers.PreTrainedTokenizerFast` with `chat_template` set. Cached: treat it as read-only.
     """
+    if vocab_size < NUM_SPECIAL_SLOTS + 256:
+        raise ValueError(f"vocab_size must be at least {NUM_SPECIAL_SLOTS + 256}, got {vocab_size}")
+    return train_tokenizer([_CORPUS * 4, _frame_label_corpus()], vocab_size)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, added_tokens: tuple[str, ...] = ()):
+    """Train a byte-level BPE on `texts` (deterministic, milliseconds) with the release's special tokens at their ids.
+
+    Args:
+        texts: training texts.
+        vocab_size: upper bound on the vocabulary (special slots + 256 bytes + merges).
+        added_tokens: extra whole-string tokens appended after training (not special: they decode as text).
+    Returns:
+        `transformers.PreTrainedTokenizerFast` with the release's chat template.
+    """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if vocab_size < NUM_SPECIAL_SLOTS + 256:
-        raise ValueError(f"vocab_size must be at least {NUM_SPECIAL_SLOTS + 256}, got {vocab_size}")
     special = [SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>") for i in range(NUM_SPECIAL_SLOTS)]
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -103,9 +116,10 @@ def build_tokenizer(vocab_size: int = 1024):
         min_frequency=2,
         show_progress=False,
     )
-    corpus = [_CORPUS * 4, _frame_label_corpus()]
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special])
+    if added_tokens:
+        tokenizer.add_tokens([AddedToken(text, special=False, normalized=False) for text in added_tokens])
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",

@@ -62,6 +62,16 @@ def test_run_demo_and_bad_input_exit_code(capsys, tmp_path):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_the_main_job_asks_the_toy_twin_a_held_out_question(capsys):
+    from omni_lab.toy import shapesworld
+
+    example = shapesworld.sample(shapesworld.eval_seed(0, "omni", 0), family="omni", task="count_and_direction")
+    assert main(["run", "--demo"]) == 0  # the README's main job: the toy twin is the default source
+    out = capsys.readouterr().out
+    assert f"question: {example.question!r}" in out and f"ground truth: {example.answer!r}" in out
+    assert f"answer: {example.answer!r}" in out  # a held-out example the twin gets right (the card: 93% on this task)
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("omni-lab")
     command = [str(script)] if script.exists() else [shutil.which("omni-lab")]

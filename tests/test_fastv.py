@@ -37,8 +37,11 @@ def manual_logits(lab, embeds, layer, keep):
 
 
 def test_fastv_equals_the_layers_run_by_hand(small_lab):
-    prompt = small_lab.prompt("What moves?", images=[synth.image_array(64, 64)],
-                              video=VideoClip(synth.moving_square_frames(4, 96, 64), fps=2.0))
+    prompt = small_lab.prompt(
+        "What moves?",
+        images=[synth.image_array(64, 64)],
+        video=VideoClip(synth.moving_square_frames(4, 96, 64), fps=2.0),
+    )
     layer, rate = 3, 0.6
     run = small_lab.run(prompt, max_new_tokens=2, reducer=FastV(layer, rate), return_logits=True)
     with torch.inference_mode():
@@ -72,7 +75,9 @@ def test_fastv_refuses_non_attention_layers_and_captures(small_lab):
         small_lab.run(prompt, max_new_tokens=1, reducer=FastV(2, 0.5))
     with pytest.raises(OmniLabInputError, match="inside the LLM"):
         small_lab.run(prompt, max_new_tokens=1, reducer=FastV(3, 0.5), capture=["routing"])
-    combined = small_lab.run(prompt, max_new_tokens=1, reducer={"image": ol.reducers.RandomDrop(0.5), "llm": FastV(3, 0.5)})
+    combined = small_lab.run(
+        prompt, max_new_tokens=1, reducer={"image": ol.reducers.RandomDrop(0.5), "llm": FastV(3, 0.5)}
+    )
     assert combined.token_map.df[combined.token_map.df.modality == "image"].kept.mean() == 0.5
     assert combined.token_map.df.dropped_at_layer.max() == 3
     with pytest.raises(OmniLabInputError):

@@ -51,6 +51,8 @@ def test_wheel_contains_the_mapped_packages(tmp_path):
     missing = [path for path in subpackages if "__pycache__" not in path and path not in names]
     assert not missing, f"not in the wheel (add the package to pyproject.toml): {missing}"
     assert not any(name.startswith(("kernels/", "widgets/", "tests/")) for name in names)
+    shipped = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "omni_lab/toy/assets").rglob("*.*"))
+    assert shipped and set(shipped) <= set(names), "the toy twin's checkpoint files must ship in the wheel"
 
 
 def test_ci_runs_the_readme_test_command():

@@ -16,15 +16,17 @@ TIMING = ["encode_s", "reduce_s", "prefill_s"]
 
 def video_prompt(lab, frames=8, reference=None):
     clip = VideoClip(synth.moving_square_frames(frames, 64, 64), fps=4.0)
-    return lab.prompt("Which way does the square move?", video=clip, audio=(synth.tone(0.5), 16000),
-                      reference=reference)
+    return lab.prompt(
+        "Which way does the square move?", video=clip, audio=(synth.tone(0.5), 16000), reference=reference
+    )
 
 
 def test_sweep_columns_controls_and_reproducibility(toy_lab, tmp_path):
     prompts = [video_prompt(toy_lab, reference="left"), (video_prompt(toy_lab, frames=6), "right")]
     reducers, rates = [ol.reducers.EVS], [0.5, 0.75]
-    first = ol.studies.sweep(toy_lab, prompts, reducers, rates, max_new_tokens=2, progress_bar=False,
-                             out=tmp_path / "sweep.parquet")
+    first = ol.studies.sweep(
+        toy_lab, prompts, reducers, rates, max_new_tokens=2, progress_bar=False, out=tmp_path / "sweep.parquet"
+    )
     assert list(first.columns) == COLUMNS
     assert len(first) == len(prompts) * (1 + 2 * len(reducers) * len(rates))
     baseline = first[first.reducer == "none"]
@@ -34,10 +36,15 @@ def test_sweep_columns_controls_and_reproducibility(toy_lab, tmp_path):
         reducer_row = group[group.control_for.isna()].iloc[0]
         control_row = group[group.control_for.notna()].iloc[0]
         assert control_row.control_for == reducer_row.reducer
-        assert control_row.kept_video == reducer_row.kept_video < baseline.loc[baseline.prompt == prompt].iloc[0].kept_video
+        assert (
+            control_row.kept_video
+            == reducer_row.kept_video
+            < baseline.loc[baseline.prompt == prompt].iloc[0].kept_video
+        )
         assert "RandomDrop" in control_row.reducer
-    second = ol.studies.sweep(toy_lab, prompts, reducers, rates, max_new_tokens=2, progress_bar=False,
-                              out=tmp_path / "sweep.sqlite")
+    second = ol.studies.sweep(
+        toy_lab, prompts, reducers, rates, max_new_tokens=2, progress_bar=False, out=tmp_path / "sweep.sqlite"
+    )
     pd.testing.assert_frame_equal(first.drop(columns=TIMING), second.drop(columns=TIMING))
     parquet = pd.read_parquet(tmp_path / "sweep.parquet")
     with sqlite3.connect(tmp_path / "sweep.sqlite") as connection:
@@ -64,18 +71,19 @@ def test_reinsertion_groups_and_full_restoration(toy_lab):
 
 def test_pruned_contribution_rows_and_summary(toy_lab):
     prompt = video_prompt(toy_lab, frames=6)
-    frame = ol.studies.pruned_contribution(toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=1000,
-                                           progress_bar=False)
+    frame = ol.studies.pruned_contribution(toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=1000, progress_bar=False)
     summary = frame.attrs["summary"]
     video_tokens = prompt.token_map.counts()["video"]
     assert len(frame) == video_tokens == summary["dropped"] + summary["kept"]
     assert frame.dropped.sum() == summary["dropped"] and (frame.effect >= 0).all() and (frame.kl >= -1e-9).all()
     assert -1 <= summary["spearman"] <= 1 and summary["dropped_set_effect"] >= 0
     assert (frame[frame.tubelet == 0].dropped == False).all()  # noqa: E712 - EVS keeps the first tubelet
-    sampled = ol.studies.pruned_contribution(toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=10, seed=3,
-                                             progress_bar=False)
-    again = ol.studies.pruned_contribution(toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=10, seed=3,
-                                           progress_bar=False)
+    sampled = ol.studies.pruned_contribution(
+        toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=10, seed=3, progress_bar=False
+    )
+    again = ol.studies.pruned_contribution(
+        toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=10, seed=3, progress_bar=False
+    )
     assert len(sampled) == 10 and sampled.row.tolist() == again.row.tolist()
 
 

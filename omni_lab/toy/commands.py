@@ -1,0 +1,74 @@
+"""What `omni-lab train-toy` and `omni-lab eval-toy` do (the argument parsing lives in omni_lab/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def parse_reducer(text: str | None):
+    """ "none" -> None, "model" -> "model", "evs:0.5" -> `EVS(0.5)`."""
+    from ..errors import OmniLabInputError
+    from ..reduction import EVS
+
+    if text is None or text.lower() == "none":
+        return None
+    if text == "model":
+        return "model"
+    if text.lower().startswith("evs:"):
+        try:
+            return EVS(float(text.split(":", 1)[1]))
+        except ValueError:
+            pass
+    raise OmniLabInputError(f"--reducer {text!r}: use none, model or evs:RATE (e.g. evs:0.5)")
+
+
+def train_toy(args) -> int:
+    """Train a twin into `args.out` (steps from --steps, else --minutes, else the shipped run's)."""
+    from .training import STEPS_PER_MINUTE, TrainSettings, train
+
+    settings = TrainSettings(seed=args.seed, threads=args.threads)
+    if args.steps is not None:
+        settings.steps = args.steps
+    elif args.minutes is not None:
+        settings.steps = max(1, round(args.minutes * STEPS_PER_MINUTE))
+    summary = train(args.out, settings, progress=True, evaluate_examples=args.eval_n)
+    print(
+        f"saved {args.out}: {settings.steps} steps in {summary['wall_seconds'] / 60:.1f} min, "
+        f"final loss {summary['final_loss']:.4f}"
+    )
+    if "accuracy" in summary:
+        from .evaluation import format_table
+
+        print(format_table(summary["accuracy"]))
+    return 0
+
+
+def eval_toy(args) -> int:
+    """Print held-out accuracy per family and task (and optionally the ablation study) for a model."""
+    from ..lab import load
+    from .evaluation import accuracy_table, evaluate, format_table
+
+    lab = load(args.model, progress=False)
+    families = tuple(args.families.split(",")) if args.families else None
+    kwargs = {"families": families} if families else {}
+    results = evaluate(lab, n=args.n, seed=args.seed, reducer=parse_reducer(args.reducer), **kwargs)
+    table = accuracy_table(results)
+    report = {"model": args.model, "n": args.n, "seed": args.seed, "reducer": args.reducer, "accuracy": table}
+    if args.ablation:
+        from .ablation import ablation_study, ablation_summary
+
+        report["ablation"] = ablation_summary(ablation_study(lab, n=args.n, seed=args.seed))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"model {args.model}, {args.n} held-out examples per family, seed {args.seed}, reducer {args.reducer}")
+    print(format_table(table))
+    if "ablation" in report:
+        ablation = report["ablation"]
+        print(
+            f"direction accuracy: clean {ablation['clean']:.1%}, moving-path tokens zeroed {ablation['path']:.1%}, "
+            f"as many static tokens zeroed {ablation['static']:.1%} ({ablation['n']} clips)"
+        )
+    sys.stdout.flush()
+    return 0

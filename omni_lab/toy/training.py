@@ -1,0 +1,271 @@
+"""Train the toy twin on ShapesWorld from scratch on a CPU; reproducible from the seed.
+
+Recipe: every step draws a fixed mix of fresh examples per family (seeds `shapesworld.train_seed(seed, i)`, so a run
+never touches the held-out range), builds them through `lab.prompt` (batching.py), and minimises the cross-entropy of
+the answer tokens and the end-of-turn token, plus (weight `token_supervision`) the per-token auxiliary loss of
+supervision.py that stands in for the release's pretrained encoders. AdamW with linear warm-up and cosine decay,
+gradient clipping at 1. Half of the video prompts are pruned by EVS at a random rate in [0.3, 0.8] so the twin works
+with the release's token reduction. The MoE routers' `e_score_correction_bias` is trained as in the release
+(aux-loss-free balancing, DeepSeek-V3 §2.1.2): after every step each layer's bias moves by `bias_rate` towards equal
+expert load. The model starts from `architecture.initialise_for_training` and runs in eval mode throughout (no dropout
+is configured, and the audio tower's BatchNorm keeps its running statistics), so the training forward is the inference
+forward. One torch thread by default: the step is hundreds of small ops, which two threads barely speed up and which
+slow down many-fold when another process shares the two cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import batching, shapesworld
+from .architecture import TWIN, build_twin
+from .supervision import TokenHeads
+
+# Steps per minute of the reference run (one thread of a 2-core CPU); `--minutes N` trains round(N * this) steps.
+STEPS_PER_MINUTE = 60
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of a training run (recorded in the model card)."""
+
+    steps: int = 2400
+    seed: int = 0
+    lr: float = 1e-3
+    warmup: int = 150
+    final_lr_fraction: float = 0.05
+    weight_decay: float = 0.05
+    clip: float = 1.0
+    mix: dict = field(default_factory=lambda: {"image": 6, "video": 6, "audio": 5, "omni": 5, "text": 2})
+    evs_probability: float = 0.5
+    evs_rates: tuple = (0.3, 0.8)
+    bias_rate: float = 1e-3
+    token_supervision: float = 2.0
+    threads: int = 1
+
+    @property
+    def examples_per_step(self) -> int:
+        return sum(self.mix.values())
+
+
+def learning_rate(step: int, settings: TrainSettings) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `final_lr_fraction * lr` at the last step."""
+    if step < settings.warmup:
+        return settings.lr * (step + 1) / settings.warmup
+    progress = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
+    floor = settings.final_lr_fraction
+    return settings.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class ExpertLoad:
+    """Counts the experts each MoE router picks during a forward (hooks come off on `close`)."""
+
+    def __init__(self, language_model):
+        self.routers = [module for name, module in language_model.named_modules() if name.endswith("mixer.gate")]
+        self.counts = [torch.zeros(router.num_experts) for router in self.routers]
+        self.valid: torch.Tensor | None = None  # (B*L,) bool: real (unpadded) positions of the current batch
+        self._handles = [router.register_forward_hook(self._hook(i)) for i, router in enumerate(self.routers)]
+
+    def _hook(self, index: int):
+        def record(module, inputs, output):
+            chosen = output[2].detach()  # (tokens, top_k)
+            if self.valid is not None and self.valid.shape[0] == chosen.shape[0]:
+                chosen = chosen[self.valid]
+            self.counts[index] += torch.bincount(chosen.reshape(-1), minlength=module.num_experts).float().cpu()
+
+        return record
+
+    @torch.no_grad()
+    def rebalance(self, rate: float) -> None:
+        """Move each correction bias by `rate` towards equal load (raise under-used experts), then reset counts."""
+        for router, counts in zip(self.routers, self.counts, strict=True):
+            if counts.sum() > 0:
+                router.e_score_correction_bias += rate * torch.sign(counts.mean() - counts)
+            counts.zero_()
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _draw_step(settings: TrainSettings, counter: int) -> tuple[list[shapesworld.Example], int]:
+    examples = []
+    for family, count in settings.mix.items():
+        for _ in range(count):
+            examples.append(shapesworld.sample(shapesworld.train_seed(settings.seed, counter), family=family))
+            counter += 1
+    return examples, counter
+
+
+def _evs_rates(examples, settings: TrainSettings, rng: np.random.Generator) -> list[float]:
+    rates = []
+    for example in examples:
+        pruned = example.video is not None and rng.random() < settings.evs_probability
+        rates.append(float(rng.uniform(*settings.evs_rates)) if pruned else 0.0)
+    return rates
+
+
+def _valid_positions(batch: batching.Batch) -> torch.Tensor:
+    length = batch.embeds.shape[1]
+    return (torch.arange(length)[None, :] < batch.lengths[:, None]).reshape(-1)
+
+
+def train(
+    out: str | Path, settings: TrainSettings | None = None, progress: bool = True, evaluate_examples: int = 200
+) -> dict:
+    """Train the twin and save it as a checkpoint directory with its loss curve and model card.
+
+    Args:
+        out: directory to write (created): config, safetensors (float16), tokenizer, processor configs,
+            loss_curve.csv, loss_curve.png, README.md.
+        settings: `TrainSettings` (defaults: the shipped run).
+        progress: show a tqdm bar.
+        evaluate_examples: held-out examples per family to evaluate the saved checkpoint on for the model card
+            (0: skip).
+    Returns:
+        summary dict: settings, wall time, final loss, examples seen; with `evaluate_examples`, also "report"
+        (`model_card.evaluation_report`) and "accuracy" (its no-reduction table).
+    """
+    from tqdm.auto import tqdm
+
+    settings = settings or TrainSettings()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng([settings.seed, 7])
+    lab = build_twin(seed=settings.seed, for_training=True)
+    model = lab.model.eval()
+    heads = TokenHeads(model.config.text_config.hidden_size, seed=settings.seed)
+    named = [*model.named_parameters(), *(("heads." + n, p) for n, p in heads.named_parameters())]
+    decay = [p for n, p in named if p.ndim >= 2 and "embeddings" not in n]
+    no_decay = [p for n, p in named if not (p.ndim >= 2 and "embeddings" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+        betas=(0.9, 0.98),
+    )
+    load = ExpertLoad(model.language_model)
+    curve = []
+    counter = 0
+    started = time.perf_counter()
+    bar = tqdm(range(settings.steps), desc="train-toy", disable=not progress, mininterval=2.0)
+    try:
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, settings)
+            examples, counter = _draw_step(settings, counter)
+            prepared = batching.prepare(lab, examples)
+            rates = _evs_rates(examples, settings, rng)
+            total, count, family_losses = 0.0, 0, {}
+            optimizer.zero_grad(set_to_none=True)
+            for family in settings.mix:
+                chosen = [i for i, example in enumerate(examples) if example.family == family]
+                if not chosen:
+                    continue
+                batch = batching.build_batch(model, [prepared[i] for i in chosen], [rates[i] for i in chosen])
+                load.valid = _valid_positions(batch)
+                logits = batching.answer_logits(model, batch)
+                loss_sum = torch.nn.functional.cross_entropy(logits, batch.loss_targets, reduction="sum")
+                family_losses[family] = loss_sum.item() / len(batch.loss_targets)
+                objective = loss_sum / settings.examples_per_step
+                if settings.token_supervision and family != "text":
+                    token_loss = heads.loss([prepared[i] for i in chosen], batch.encoded)
+                    family_losses[f"tokens_{family}"] = token_loss.item()
+                    objective = (
+                        objective + settings.token_supervision * token_loss * len(chosen) / settings.examples_per_step
+                    )
+                objective.backward()
+                total += loss_sum.item()
+                count += len(batch.loss_targets)
+            torch.nn.utils.clip_grad_norm_([p for _, p in named], settings.clip)
+            optimizer.step()
+            load.rebalance(settings.bias_rate)
+            loss = total / count
+            curve.append(
+                {
+                    "step": step,
+                    "loss": loss,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - started,
+                    **{f"loss_{name}": value for name, value in family_losses.items()},
+                }
+            )
+            bar.set_postfix(loss=f"{np.mean([row['loss'] for row in curve[-20:]]):.3f}", refresh=False)
+    finally:
+        load.close()
+        torch.set_num_threads(previous_threads)
+    wall = time.perf_counter() - started
+    save_checkpoint(lab, out)
+    write_curve(curve, out)
+    summary = {
+        "settings": asdict(settings),
+        "wall_seconds": wall,
+        "final_loss": float(np.mean([row["loss"] for row in curve[-50:]])) if curve else float("nan"),
+        "examples_seen": counter,
+        "preset": TWIN.name,
+    }
+    if evaluate_examples:
+        from ..lab import load as load_lab
+        from .model_card import evaluation_report, write_model_card
+
+        shipped = load_lab(str(out), progress=False)
+        summary["report"] = evaluation_report(shipped, n=evaluate_examples, progress=progress)
+        summary["accuracy"] = summary["report"]["accuracy"]
+        write_model_card(out, shipped, summary)
+    return summary
+
+
+def save_checkpoint(lab, out: Path) -> None:
+    """`save_pretrained` of model and processor; weights stored in float16 (routers in float32, as transformers keeps
+    them), which `ol.load` upcasts to float32 on CPU."""
+    model = lab.model
+    keep_fp32 = ("gate.weight", "e_score_correction_bias")
+    state = {
+        name: tensor.detach().to(torch.float16)
+        if tensor.is_floating_point() and not name.endswith(keep_fp32)
+        else tensor.detach()
+        for name, tensor in model.state_dict().items()
+    }
+    model.save_pretrained(out, state_dict=state)
+    lab.processor.save_pretrained(out)
+
+
+def write_curve(curve: list[dict], out: Path) -> None:
+    """loss_curve.csv (every step) and loss_curve.png (50-step running mean)."""
+    if not curve:
+        return
+    columns = list(dict.fromkeys(key for row in curve for key in row))
+    with open(out / "loss_curve.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(curve)
+    plot_curve([row["loss"] for row in curve], out / "loss_curve.png")
+
+
+def plot_curve(losses: list[float], path: Path, width: int = 640, height: int = 320) -> None:
+    """A log-scale PNG of the running-mean loss drawn with PIL (no plotting dependency)."""
+    from PIL import Image, ImageDraw
+
+    window = max(1, min(50, len(losses) // 10))
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    values = np.log10(np.clip(smooth, 1e-4, None))
+    low, high = float(values.min()), float(values.max()) + 1e-9
+    margin = 40
+    xs = margin + np.linspace(0, width - 2 * margin, len(values))
+    ys = height - margin - (values - low) / (high - low) * (height - 2 * margin)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([margin, margin, width - margin, height - margin], outline=(180, 180, 180))
+    draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=(30, 90, 200), width=2)
+    draw.text((margin, 10), f"train loss ({window}-step mean), log scale: {smooth[0]:.3g} -> {smooth[-1]:.3g}", "black")
+    draw.text((margin, height - margin + 8), f"0 .. {len(losses)} steps", "black")
+    image.save(path)

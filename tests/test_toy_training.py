@@ -1,0 +1,199 @@
+"""The twin's architecture, tokenizer and training path: training sees exactly what `Lab.run` builds."""
+
+import numpy as np
+import pytest
+import torch
+
+from omni_lab import forward
+from omni_lab.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS
+from omni_lab.toy import batching, shapesworld
+from omni_lab.toy.architecture import TWIN, build_twin
+from omni_lab.toy.training import ExpertLoad, TrainSettings, learning_rate, train
+
+FAMILY_SEEDS = [("image", 3), ("video", 4), ("audio", 5), ("omni", 6), ("text", 7), ("omni", 8), ("video", 9)]
+
+
+@pytest.fixture(scope="module")
+def twin():
+    return build_twin(seed=0, for_training=True)
+
+
+@pytest.fixture(scope="module")
+def prepared(twin):
+    examples = [shapesworld.sample(seed, family=family) for family, seed in FAMILY_SEEDS]
+    return batching.prepare(twin, examples)
+
+
+def test_the_twin_keeps_every_mechanism_of_the_release(twin):
+    info = twin.info()
+    pattern = info["layer_pattern"]
+    assert 8 <= len(pattern) <= 12 and {"M", "E", "*"} <= set(pattern) and pattern.count("*") >= 2
+    text = twin.config.text_config
+    assert text.n_routed_experts >= 16 and text.num_experts_per_tok >= 2 and text.n_shared_experts == 1
+    assert text.routed_scaling_factor == 2.5 and text.norm_topk_prob and text.mlp_hidden_act == "relu2"
+    gate = twin.model.language_model.model.layers[pattern.index("E")].mixer.gate
+    assert gate.e_score_correction_bias.shape == (text.n_routed_experts,)
+    vision = twin.model.vision_model.embeddings
+    assert vision.video_patch_projection.in_features == 2 * vision.patch_projection.in_features  # 2-frame tubelets
+    assert twin.config.downsample_ratio == 0.5
+    audio = twin.config.audio_config
+    assert audio.subsampling_factor == 8 and audio.num_mel_bins == 128
+    assert 1e6 < info["parameters"]["checkpoint"] < 1e7
+    assert info["budgets"]["image_tokens"] == [16, 16] and info["budgets"]["video_tokens_per_tubelet"] == 16
+
+
+def test_prompts_have_the_token_counts_of_the_geometry(twin, prepared):
+    for item in prepared:
+        counts = item.prompt.token_map.counts()
+        example = item.example
+        if example.image is not None:
+            assert counts["image"] == 16
+        if example.video is not None:
+            tubelets = -(-example.video.num_frames // 2)
+            assert counts["video"] == 16 * tubelets
+        if example.audio is not None:
+            seconds = len(example.audio[0]) / 16000
+            assert abs(counts["audio"] - 12.5 * seconds) <= 2
+
+
+def test_vocabulary_keeps_the_release_special_tokens_and_template(twin):
+    tokenizer = twin.tokenizer
+    for token_id, token in SPECIAL_TOKENS.items():
+        assert tokenizer.convert_ids_to_tokens(token_id) == token
+    assert tokenizer.chat_template == CHAT_TEMPLATE
+    assert len(tokenizer) <= TWIN.text["vocab_size"]
+    for word in shapesworld.answer_words():
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and tokenizer.decode(ids) == word
+    for label in shapesworld.frame_labels():
+        assert len(tokenizer(label, add_special_tokens=False)["input_ids"]) == 1
+    anything = "Wie spät ist es? 🙂 <image> 12.5"
+    assert tokenizer.decode(tokenizer(anything, add_special_tokens=False)["input_ids"]) == anything
+
+
+def test_training_inputs_equal_the_public_path(twin, prepared):
+    """Ids from a fresh `lab.prompt` and embeddings from `forward.encode_media` + `merge_embeddings` per prompt."""
+    model = twin.model
+    with torch.no_grad():
+        batched = batching.merged_embeddings(model, prepared)
+        for item, (embeds, keep) in zip(prepared, batched, strict=True):
+            again = item.example.prompt(twin)
+            assert torch.equal(again.input_ids, item.prompt.input_ids)
+            reference = forward.merge_embeddings(model, again, forward.encode_media(model, again))
+            assert keep.all()
+            torch.testing.assert_close(embeds, reference, rtol=0, atol=1e-5)
+            answer_and_end = twin.tokenizer.decode(item.target_ids)
+            assert answer_and_end == item.example.answer + "<|im_end|>"
+
+
+def test_right_padding_leaves_every_real_position_unchanged(twin, prepared):
+    model = twin.model
+    with torch.no_grad():
+        batch = batching.build_batch(model, prepared)
+        assert len(set(batch.lengths.tolist())) > 1
+        padded = model.language_model(inputs_embeds=batch.embeds).logits
+        for row, length in enumerate(batch.lengths.tolist()):
+            alone = model.language_model(inputs_embeds=batch.embeds[row : row + 1, :length]).logits[0]
+            torch.testing.assert_close(padded[row, :length], alone, rtol=0, atol=2e-5)
+        picked = batching.answer_logits(model, batch)
+        torch.testing.assert_close(picked, padded[batch.loss_rows, batch.loss_positions], rtol=0, atol=1e-5)
+
+
+def test_loss_positions_predict_the_answer_then_the_end_of_turn(twin, prepared):
+    with torch.no_grad():
+        batch = batching.build_batch(twin.model, prepared)
+    end = twin.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for row, item in enumerate(prepared):
+        chosen = batch.loss_rows == row
+        positions = batch.loss_positions[chosen]
+        targets = batch.loss_targets[chosen].tolist()
+        assert targets == item.target_ids and targets[-1] == end
+        assert positions[0] == len(item.prompt) - 1  # the assistant prompt's last token predicts the answer
+        assert positions.tolist() == list(range(len(item.prompt) - 1, len(item.prompt) - 1 + len(targets)))
+
+
+def test_evs_augmentation_prunes_what_the_model_would(twin, prepared):
+    from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import compute_retention_mask
+
+    model = twin.model
+    rates = [0.5 if item.example.video is not None else 0.0 for item in prepared]
+    with torch.no_grad():
+        pruned = batching.merged_embeddings(model, prepared, rates)
+        for item, (embeds, keep) in zip(prepared, pruned, strict=True):
+            prompt = item.prompt
+            video = prompt.token_map.rows(modality="video")
+            if not video.any():
+                assert keep.all()
+                continue
+            features = forward.encode_media(model, prompt).videos[0]
+            tubelets = int(video.sum()) // 16
+            expected = compute_retention_mask(features, tubelets, 0.5).numpy()
+            assert np.array_equal(keep[video], expected)
+            assert int(keep[video].sum()) == max(16, int(video.sum() * 0.5))
+            assert embeds.shape[1] == int(keep.sum())
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    settings = TrainSettings(steps=1000, lr=1e-3, warmup=100, final_lr_fraction=0.1)
+    assert learning_rate(0, settings) == pytest.approx(1e-5)
+    assert learning_rate(99, settings) == pytest.approx(1e-3)
+    assert learning_rate(550, settings) == pytest.approx(0.55e-3)
+    assert learning_rate(999, settings) == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_expert_load_counts_the_routers_choices_and_raises_underused_experts(twin, prepared):
+    language_model = twin.model.language_model
+    load = ExpertLoad(language_model)
+    try:
+        with torch.no_grad():
+            batch = batching.build_batch(twin.model, prepared[:2])
+            load.valid = (torch.arange(batch.embeds.shape[1])[None] < batch.lengths[:, None]).reshape(-1)
+            language_model.model(inputs_embeds=batch.embeds)
+        valid_tokens = int(batch.lengths.sum())
+        top_k = twin.config.text_config.num_experts_per_tok
+        for counts in load.counts:
+            assert counts.sum() == valid_tokens * top_k
+        before = [router.e_score_correction_bias.clone() for router in load.routers]
+        counts = [c.clone() for c in load.counts]
+        load.rebalance(0.01)
+        for router, old, count in zip(load.routers, before, counts, strict=True):
+            step = router.e_score_correction_bias - old
+            torch.testing.assert_close(step, 0.01 * torch.sign(count.mean() - count))
+            router.e_score_correction_bias.copy_(old)
+        assert all(c.sum() == 0 for c in load.counts)
+    finally:
+        load.close()
+    assert not any(router._forward_hooks for router in load.routers)
+
+
+def test_training_initialisation_lets_audio_through():
+    """transformers' N(0, 0.02) init flattens the audio features; the training init keeps them time-varying."""
+    example = shapesworld.sample(5, family="audio")
+    spreads = {}
+    for for_training in (False, True):
+        lab = build_twin(seed=0, for_training=for_training)
+        with torch.no_grad():
+            features = forward.encode_media(lab.model, example.prompt(lab)).audios[0]
+        spreads[for_training] = float(features.std(0).mean() / features.abs().mean())
+    assert spreads[False] < 0.1 < spreads[True]
+
+
+def test_training_is_reproducible_from_the_seed(tmp_path):
+    import omni_lab as ol
+
+    mix = {"image": 1, "video": 1, "audio": 1, "omni": 1, "text": 1}
+    runs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        settings = TrainSettings(steps=2, seed=seed, warmup=1, mix=mix)
+        summary = train(tmp_path / name, settings, progress=False, evaluate_examples=0)
+        assert summary["examples_seen"] == 10
+        runs[name] = ol.load(str(tmp_path / name), progress=False)
+    for file in ("config.json", "model.safetensors", "tokenizer.json", "loss_curve.csv", "loss_curve.png"):
+        assert (tmp_path / "a" / file).is_file()
+    state = {name: lab.model.state_dict() for name, lab in runs.items()}
+    assert runs["a"].dtype == torch.float32 and state["a"]["language_model.lm_head.weight"].dtype == torch.float32
+    for key, value in state["a"].items():
+        assert torch.equal(value, state["b"][key]), key
+    assert any(not torch.equal(value, state["c"][key]) for key, value in state["a"].items())
+    curve = (tmp_path / "a" / "loss_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("step,loss,lr,seconds") and len(curve) == 3
