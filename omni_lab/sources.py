@@ -58,9 +58,9 @@ def resolve(spec: str, *, allow_download: bool = False) -> Source:
     if spec == "toy":
         if not (TOY_DIR / "config.json").is_file():
             raise OmniLabModelError(
-                f"the trained toy twin is not in this installation (looked in {TOY_DIR}). It is built by "
-                "`omni-lab train-toy`; until it ships, use 'random:toy' for the same architecture with random "
-                "weights (its outputs mean nothing)."
+                f"the trained toy twin is not in this installation (looked in {TOY_DIR}). Reinstall omni-lab "
+                "(the package ships it), or train one with `omni-lab train-toy --out DIR` and load DIR; "
+                "'random:toy' has the same architecture with random weights (its outputs mean nothing)."
             )
         return Source(spec, "checkpoint", path=TOY_DIR)
     path = Path(spec).expanduser()

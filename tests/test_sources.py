@@ -200,13 +200,13 @@ def test_unknown_sources_are_model_errors(source):
         ol.load(source)
 
 
-def test_toy_never_falls_back_to_random_weights():
-    from omni_lab.sources import TOY_DIR
+def test_toy_never_falls_back_to_random_weights(monkeypatch, tmp_path):
+    from omni_lab import sources
 
-    if (TOY_DIR / "config.json").is_file():
-        pytest.skip("the trained toy twin ships in this installation")
-    with pytest.raises(OmniLabModelError, match="random:toy"):
+    monkeypatch.setattr(sources, "TOY_DIR", tmp_path / "omni-toy")  # an installation without the twin's files
+    with pytest.raises(OmniLabModelError, match="random:toy") as error:
         ol.load("toy")
+    assert str(tmp_path / "omni-toy") in str(error.value)
 
 
 def test_a_meta_model_refuses_to_run_with_a_clear_error(full_meta_lab):
