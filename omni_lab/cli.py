@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     train_toy.add_argument("--minutes", type=float, default=None, help="training length in reference-CPU minutes")
     train_toy.add_argument("--steps", type=int, default=None, help="training steps (overrides --minutes)")
     train_toy.add_argument("--seed", type=int, default=0, help="run seed 0-99 (initialisation and data)")
-    train_toy.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    train_toy.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 on a shared machine)")
     train_toy.add_argument("--eval-n", type=int, default=200, help="held-out examples per family for the card")
 
     eval_toy = commands.add_parser("eval-toy", help="held-out ShapesWorld accuracy per family and task")

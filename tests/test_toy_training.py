@@ -8,7 +8,8 @@ from omni_lab import forward
 from omni_lab.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS
 from omni_lab.toy import batching, shapesworld
 from omni_lab.toy.architecture import TWIN, build_twin
-from omni_lab.toy.training import ExpertLoad, TrainSettings, learning_rate, train
+from omni_lab.toy.supervision import TokenHeads
+from omni_lab.toy.training import ExpertLoad, TrainSettings, learning_rate, pretrain_encoders, train
 
 FAMILY_SEEDS = [("image", 3), ("video", 4), ("audio", 5), ("omni", 6), ("text", 7), ("omni", 8), ("video", 9)]
 
@@ -178,15 +179,29 @@ def test_training_initialisation_lets_audio_through():
     assert spreads[False] < 0.1 < spreads[True]
 
 
+ENCODER_MIX = {"image": 1, "video": 1}
+
+
+def test_encoder_warm_up_trains_the_vision_tower_and_projector_only():
+    lab = build_twin(seed=0, for_training=True)
+    heads = TokenHeads(lab.config.text_config.hidden_size)
+    before = {name: value.clone() for name, value in lab.model.state_dict().items()}
+    settings = TrainSettings(encoder_steps=2, encoder_mix=ENCODER_MIX, encoder_warmup=1)
+    assert pretrain_encoders(lab, heads, settings, counter=7, progress=False) == 7 + 2 * 2
+    changed = {name for name, value in lab.model.state_dict().items() if not torch.equal(value, before[name])}
+    assert changed and all(name.startswith(("vision_model.", "multi_modal_projector.")) for name in changed)
+    assert any(name.startswith("vision_model.encoder") for name in changed)
+
+
 def test_training_is_reproducible_from_the_seed(tmp_path):
     import omni_lab as ol
 
     mix = {"image": 1, "video": 1, "audio": 1, "omni": 1, "text": 1}
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        settings = TrainSettings(steps=2, seed=seed, warmup=1, mix=mix)
+        settings = TrainSettings(steps=2, seed=seed, warmup=1, mix=mix, encoder_steps=2, encoder_mix=ENCODER_MIX)
         summary = train(tmp_path / name, settings, progress=False, evaluate_examples=0)
-        assert summary["examples_seen"] == 10
+        assert summary["examples_seen"] == 2 * 5 + 2 * 2
         runs[name] = ol.load(str(tmp_path / name), progress=False)
     for file in ("config.json", "model.safetensors", "tokenizer.json", "loss_curve.csv", "loss_curve.png"):
         assert (tmp_path / "a" / file).is_file()

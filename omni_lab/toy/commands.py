@@ -30,8 +30,10 @@ def train_toy(args) -> int:
     settings = TrainSettings(seed=args.seed, threads=args.threads)
     if args.steps is not None:
         settings.steps = args.steps
-    elif args.minutes is not None:
-        settings.steps = max(1, round(args.minutes * STEPS_PER_MINUTE))
+    elif args.minutes is not None:  # both phases scaled down (or up) from the shipped recipe
+        scale = args.minutes * STEPS_PER_MINUTE / settings.steps
+        settings.steps = max(1, round(settings.steps * scale))
+        settings.encoder_steps = round(settings.encoder_steps * scale)
     summary = train(args.out, settings, progress=True, evaluate_examples=args.eval_n)
     print(
         f"saved {args.out}: {settings.steps} steps in {summary['wall_seconds'] / 60:.1f} min, "

@@ -100,9 +100,13 @@ def write_model_card(out: Path, lab, summary: dict, extra_sections: list[str] | 
         "## Training",
         "",
         "```",
-        f"omni-lab train-toy --out DIR --steps {settings['steps']} --seed {settings['seed']}",
+        f"omni-lab train-toy --out DIR --steps {settings['steps']} --seed {settings['seed']} "
+        f"--threads {settings['threads']}",
         "```",
         "",
+        f"Encoder warm-up: {settings['encoder_steps']} steps x {sum(settings['encoder_mix'].values())} examples "
+        f"({settings['encoder_mix']}) training the vision tower and its projector alone on the per-token read-outs "
+        f"(`training.pretrain_encoders`, {summary.get('encoder_seconds', 0.0) / 60:.1f} min). Then "
         f"{settings['steps']} steps x {sum(settings['mix'].values())} examples ({summary['examples_seen']:,} examples; "
         f"per step {settings['mix']}), AdamW lr {settings['lr']} (warm-up {settings['warmup']}, cosine to "
         f"{settings['final_lr_fraction']:g} x), weight decay {settings['weight_decay']}, clip {settings['clip']}; "
