@@ -2,17 +2,15 @@
 
 For a direction question, the video tokens "on the moving object's path" are the merged-grid cells (every tubelet) whose
 pixel box, from the token map, overlaps the target's box in any frame; the control zeroes as many cells off that
-path, static background first (cells no shape ever touches), still distractors only to make up the count. The prompt's merged embeddings come from `omni_lab.forward` as in a run;
-the chosen rows are set to zero before the language model prefills, and the answer is decoded greedily.
-(A general `ablate_tokens` intervention belongs to the capture API; this module keeps the study self-contained.)
+path, static background first (cells no shape ever touches), still distractors only to make up the count. Each
+answer is a greedy `lab.run` without token reduction, with `ol.ablate_tokens(mask)` zeroing the chosen rows' merged
+embeddings before the language model prefills.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from .. import forward
 from .shapesworld import eval_seed, sample
 
 MAX_NEW_TOKENS = 8
@@ -72,18 +70,12 @@ def static_rows(prompt, truth, count: int, rng: np.random.Generator) -> tuple[np
     return mask, len(from_distractors)
 
 
-@torch.inference_mode()
 def answer_with_zeroed_rows(lab, prompt, zeroed: np.ndarray) -> str:
-    """Greedy answer after zeroing the merged embeddings at the rows `zeroed` (no token reduction)."""
-    from ..lab import split_answer
+    """Greedy answer (no token reduction) with the merged embeddings at the rows `zeroed` set to zero."""
+    from ..capture.interventions import ablate_tokens
 
-    model = lab.model
-    embeds = forward.merge_embeddings(model, prompt, forward.encode_media(model, prompt))
-    embeds[0, torch.from_numpy(np.flatnonzero(zeroed)).to(embeds.device)] = 0.0
-    tokens, _, _ = forward.generate(
-        model.language_model, embeds, MAX_NEW_TOKENS, lab.eos_token_ids, forward.SamplingSettings(), {}
-    )
-    return split_answer(lab.tokenizer, tokens, thinking=False)[0]
+    interventions = [ablate_tokens(zeroed)] if zeroed.any() else None
+    return lab.run(prompt, max_new_tokens=MAX_NEW_TOKENS, reducer=None, interventions=interventions).answer
 
 
 def ablation_study(lab, n: int = 200, seed: int = 0, progress: bool = True):

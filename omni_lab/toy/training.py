@@ -1,10 +1,10 @@
 """Train the toy twin on ShapesWorld from scratch on a CPU; reproducible from the seed.
 
-Recipe: first `encoder_steps` steps warm up the vision tower alone on the per-token read-outs (`pretrain_encoders`,
-standing in for the release's pretrained encoders). Then every step draws a fixed mix of fresh examples per family (seeds `shapesworld.train_seed(seed, i)`, so a run
-never touches the held-out range), builds them through `lab.prompt` (batching.py), and minimises the cross-entropy of
-the answer tokens and the end-of-turn token, plus (weight `token_supervision`) the per-token auxiliary loss of
-supervision.py that stands in for the release's pretrained encoders. AdamW with linear warm-up and cosine decay,
+Recipe: first `encoder_steps` steps warm up the vision tower alone on the per-token read-outs (`pretrain_encoders`).
+Then every step draws a fixed mix of fresh examples per family (seeds `shapesworld.train_seed(seed, i)`, so a run never
+touches the held-out range), builds them through `lab.prompt` (batching.py), and minimises the cross-entropy of the
+answer tokens and the end-of-turn token, plus (weight `token_supervision`) the per-token auxiliary loss of
+supervision.py; both stand in for the release's pretrained encoders. AdamW with linear warm-up and cosine decay,
 gradient clipping at 1. Half of the video prompts are pruned by EVS at a random rate in [0.3, 0.8] so the twin works
 with the release's token reduction. The MoE routers' `e_score_correction_bias` is trained as in the release
 (aux-loss-free balancing, DeepSeek-V3 §2.1.2): after every step each layer's bias moves by `bias_rate` towards equal
@@ -112,11 +112,13 @@ def _draw_step(settings: TrainSettings, counter: int) -> tuple[list[shapesworld.
 def pretrain_encoders(lab, heads: TokenHeads, settings: TrainSettings, counter: int, progress: bool = True) -> int:
     """Warm up the vision tower and its projector alone on the per-token read-outs (`supervision.TokenHeads`).
 
-    The release's encoders arrive pretrained; the twin's start from scratch, and inside the full objective the ViT
-    learns colour and position within a few hundred steps but not shape (a linear probe of the shipped-without-warm-up
-    twin's image tokens found shape at the cells' majority rate). Alone, with no LLM in the step (a tenth of a full
-    step's cost), the tower learns shape per token within ~1,000 steps of 16 images. Constant learning rate `lr` after
-    `encoder_warmup` linear steps; examples continue the run's training seeds from `counter`.
+    The release's encoders arrive pretrained; the twin's start from scratch. Inside the full objective alone the ViT
+    learns colour, position and motion but never shape: a twin trained that way answered every shape question at
+    chance (36% of 3 classes), and a linear probe found the shape on only 56% of its shape-covered image tokens.
+    Trained alone, with no LLM in the step (0.13 s against 0.83 s for a full step), the tower's per-token shape
+    read-out climbs from 43% after 250 steps of 16 images to 88% after 2,000; the twin trained after this warm-up
+    answers shape questions at 100%. Constant learning rate `lr` after `encoder_warmup` linear steps; examples continue
+    the run's training seeds from `counter`.
 
     Returns:
         the next example counter.
