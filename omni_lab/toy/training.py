@@ -306,6 +306,13 @@ def plot_curve(losses: list[float], path: Path, width: int = 640, height: int = 
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.rectangle([margin, margin, width - margin, height - margin], outline=(180, 180, 180))
+    for exponent in range(math.floor(low), math.ceil(high) + 1):  # gridlines at 1, 2 and 5 x each power of ten
+        for mantissa in (1, 2, 5):
+            tick = math.log10(mantissa) + exponent
+            if low <= tick <= high:
+                y = height - margin - (tick - low) / (high - low) * (height - 2 * margin)
+                draw.line([(margin, y), (width - margin, y)], fill=(225, 225, 225))
+                draw.text((4, y - 6), f"{mantissa * 10.0**exponent:g}", "black")
     draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=(30, 90, 200), width=2)
     draw.text((margin, 10), f"train loss ({window}-step mean), log scale: {smooth[0]:.3g} -> {smooth[-1]:.3g}", "black")
     draw.text((margin, height - margin + 8), f"0 .. {len(losses)} steps", "black")
