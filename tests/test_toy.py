@@ -137,3 +137,24 @@ def test_cli_eval_toy_prints_a_table(capsys):
     assert main(["eval-toy", "--n", "3", "--families", "text,audio"]) == 0
     out = capsys.readouterr().out
     assert "| **text** | all | 3 |" in out and "| **audio** | all | 3 |" in out
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["eval-toy", "--families", "image,foo"], "--families"),
+        (["eval-toy", "--n", "0"], "--n"),
+        (["eval-toy", "--seed", "1000"], "--seed"),
+        (["eval-toy", "--reducer", "evs:half"], "--reducer"),
+        (["train-toy", "--out", "OUT", "--seed", "500"], "--seed"),
+        (["train-toy", "--out", "OUT", "--steps", "0"], "--steps"),
+        (["train-toy", "--out", "OUT", "--minutes", "-1"], "--minutes"),
+    ],
+)
+def test_toy_commands_reject_bad_arguments_with_exit_code_2(capsys, tmp_path, argv, named):
+    from omni_lab.cli import main
+
+    out = tmp_path / "run"
+    assert main([str(out) if arg == "OUT" else arg for arg in argv]) == 2
+    assert named in capsys.readouterr().err
+    assert not out.exists()

@@ -23,10 +23,22 @@ def parse_reducer(text: str | None):
     raise OmniLabInputError(f"--reducer {text!r}: use none, model or evs:RATE (e.g. evs:0.5)")
 
 
+def _check(condition: bool, message: str) -> None:
+    from ..errors import OmniLabInputError
+
+    if not condition:
+        raise OmniLabInputError(message)
+
+
 def train_toy(args) -> int:
     """Train a twin into `args.out` (steps from --steps, else --minutes, else the shipped run's)."""
     from .training import STEPS_PER_MINUTE, TrainSettings, train
 
+    _check(0 <= args.seed < 100, f"--seed {args.seed}: training run seeds are 0-99 (held-out data starts above them)")
+    _check(args.steps is None or args.steps >= 1, f"--steps {args.steps}: give at least 1")
+    _check(args.minutes is None or args.minutes > 0, f"--minutes {args.minutes}: give a positive number")
+    _check(args.threads >= 1, f"--threads {args.threads}: give at least 1")
+    _check(args.eval_n >= 0, f"--eval-n {args.eval_n}: give 0 (skip the evaluation) or more")
     settings = TrainSettings(seed=args.seed, threads=args.threads)
     if args.steps is not None:
         settings.steps = args.steps
@@ -50,9 +62,14 @@ def eval_toy(args) -> int:
     """Print held-out accuracy per family and task (and optionally the ablation study) for a model."""
     from ..lab import load
     from .evaluation import accuracy_table, evaluate, format_table
+    from .shapesworld import FAMILIES
 
+    families = tuple(name.strip() for name in args.families.split(",")) if args.families else None
+    unknown = sorted(set(families or ()) - set(FAMILIES))
+    _check(not unknown, f"--families: unknown {', '.join(unknown)}; choose from {','.join(FAMILIES)}")
+    _check(args.n >= 1, f"--n {args.n}: give at least 1 example per family")
+    _check(0 <= args.seed < 1000, f"--seed {args.seed}: evaluation seeds are 0-999")
     lab = load(args.model, progress=False)
-    families = tuple(args.families.split(",")) if args.families else None
     kwargs = {"families": families} if families else {}
     results = evaluate(lab, n=args.n, seed=args.seed, reducer=parse_reducer(args.reducer), **kwargs)
     table = accuracy_table(results)
