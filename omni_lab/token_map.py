@@ -168,6 +168,19 @@ class TokenMap:
         selected[positions[mask & (positions >= 0)]] = True
         return selected
 
+    def box_overlap(self, box) -> np.ndarray:
+        """Pixels each row's box shares with `box` `(x0, y0, x1, y1)` in the media's original coordinates.
+
+        Returns:
+            `(rows,)` float array; 0 where the boxes do not meet and for rows without a pixel box (text, audio).
+            `box_overlap(box) > 0` selects the tokens that show any part of a region.
+        """
+        x0, y0, x1, y1 = (self._columns[name] for name in ("x0", "y0", "x1", "y1"))
+        width = np.minimum(x1, box[2]) - np.maximum(x0, box[0])
+        height = np.minimum(y1, box[3]) - np.maximum(y0, box[1])
+        area = np.clip(width, 0, None) * np.clip(height, 0, None)
+        return np.nan_to_num(area, nan=0.0)
+
     def counts(self, kept: bool | None = None) -> dict[str, int]:
         """Rows per modality (optionally only kept / pruned ones)."""
         modality = self._columns["modality"]

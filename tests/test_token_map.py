@@ -116,3 +116,16 @@ def test_text_spans_are_numbered_in_order(toy_lab):
     prompt = toy_lab.prompt("Q", images=[synth.image_array(64, 64)])
     text = prompt.token_map.df[prompt.token_map.df.modality == "text"]
     assert text.item.iloc[0] == 0 and text.item.iloc[-1] == 1  # before and after the image
+
+
+def test_box_overlap_counts_shared_pixels_and_ignores_rows_without_boxes():
+    from omni_lab.token_map import TokenMap, _empty_columns
+
+    columns = _empty_columns(3)
+    columns["modality"][:] = ["image", "image", "text"]
+    for name, values in zip(("x0", "y0", "x1", "y1"), ([0, 32], [0, 0], [32, 64], [32, 32]), strict=True):
+        columns[name][:2] = values
+    token_map = TokenMap(columns)
+    # a 20 x 10 box straddling the two cells: 12 x 10 in the first (x 20-32), 8 x 10 in the second (x 32-40)
+    assert token_map.box_overlap((20, 5, 40, 15)).tolist() == [120.0, 80.0, 0.0]
+    assert token_map.box_overlap((64, 0, 80, 32)).tolist() == [0.0, 0.0, 0.0]  # touching edges share no pixel

@@ -18,10 +18,7 @@ MAX_NEW_TOKENS = 8
 
 def _overlaps(token_map, rows: np.ndarray, box) -> np.ndarray:
     """For each of `rows` (indices), whether its pixel box overlaps `box` by a positive area."""
-    x0, y0, x1, y1 = (token_map[name][rows] for name in ("x0", "y0", "x1", "y1"))
-    width = np.minimum(x1, box[2]) - np.maximum(x0, box[0])
-    height = np.minimum(y1, box[3]) - np.maximum(y0, box[1])
-    return (width > 0) & (height > 0)
+    return token_map.box_overlap(box)[rows] > 0
 
 
 def _cells(token_map) -> tuple[np.ndarray, np.ndarray]:

@@ -34,13 +34,6 @@ MOTION_CLASSES = ("still", *DIRECTIONS[:4])
 SOUND_CLASSES = ("silent", *(f"{pitch} {kind}" for pitch in PITCHES for kind in KINDS))
 
 
-def _overlap_areas(token_map, rows: np.ndarray, box) -> np.ndarray:
-    x0, y0, x1, y1 = (token_map[name][rows] for name in ("x0", "y0", "x1", "y1"))
-    width = np.clip(np.minimum(x1, box[2]) - np.maximum(x0, box[0]), 0, None)
-    height = np.clip(np.minimum(y1, box[3]) - np.maximum(y0, box[1]), 0, None)
-    return width * height
-
-
 def _covered_pixels(token_map, rows: np.ndarray, shape: str, box) -> np.ndarray:
     """For each of `rows`, how many pixels of the drawn shape (its mask at `box`) lie in the row's cell."""
     x0, y0, x1, y1 = (int(v) for v in box)
@@ -106,7 +99,7 @@ def video_targets(prompt, truth) -> dict[str, np.ndarray]:
                 int(truth.boxes[frames, 2].max()),
                 int(truth.boxes[frames, 3].max()),
             )
-            covered = _overlap_areas(token_map, members, box) >= MIN_OVERLAP_PIXELS
+            covered = token_map.box_overlap(box)[members] >= MIN_OVERLAP_PIXELS
             motion[np.flatnonzero(tubelets == tubelet)[covered]] = MOTION_CLASSES.index(truth.direction)
     grid_rows = token_map["row"][rows].astype(np.int64)
     grid_cols = token_map["col"][rows].astype(np.int64)
