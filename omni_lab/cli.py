@@ -4,6 +4,7 @@ omni-lab info random:full --device meta        # architecture, parameter counts,
 omni-lab run --demo                             # the toy twin on a held-out ShapesWorld video + audio question
 omni-lab run random:small --demo                # image + video + audio in one prompt, synthetic media
 omni-lab run PATH --text "..." --image a.png --video clip.mp4 --audio beeps.wav [--json]
+omni-lab playground                             # the Gradio playground on the toy twin: http://127.0.0.1:7860
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     eval_toy.add_argument("--families", default=None, help="comma-separated subset of image,video,audio,omni,text")
     eval_toy.add_argument("--ablation", action="store_true", help="also zero moving-path vs static video tokens")
     eval_toy.add_argument("--json", action="store_true", help="print JSON")
+
+    playground = commands.add_parser("playground", help="the Gradio playground in a browser (the toy twin by default)")
+    playground.add_argument("--model", default="toy", help="toy (default) | random:<preset> | checkpoint dir | hub id")
+    playground.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto (accelerate across GPUs)")
+    playground.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine)")
+    playground.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    playground.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    playground.add_argument("--max-file-mb", type=float, default=50.0, help="largest upload in MB (default 50)")
     return parser
 
 
@@ -115,6 +124,31 @@ def demo_media():
     return image, VideoClip(frames, fps=2.0), (beeps.astype(np.float32), 16000)
 
 
+def _playground(args) -> int:
+    """`omni-lab playground`: check the arguments, load the model, serve until interrupted."""
+    from . import load
+    from .errors import OmniLabInputError
+
+    if not 0 < args.port < 65536:
+        raise OmniLabInputError(f"--port {args.port} is not a TCP port; use 1-65535 (default 7860)")
+    if not args.max_file_mb > 0:
+        raise OmniLabInputError(f"--max-file-mb {args.max_file_mb:g} must be positive (default 50)")
+    try:
+        from .playground import app
+    except ImportError as error:
+        raise OmniLabInputError(
+            f"the playground needs gradio ({error}); install it with `pip install 'omni-lab[playground]'`"
+        ) from None
+    lab = load(args.model, device=args.device)
+    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"omni-lab playground: {lab.source.spec} on {args.device}; open http://{shown_host}:{args.port}/", flush=True)
+    try:
+        app.launch(lab, host=args.host, port=args.port, share=args.share, max_file_mb=args.max_file_mb)
+    except OSError as error:
+        raise OmniLabInputError(f"cannot serve on {args.host}:{args.port} ({error}); pick another --port") from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
@@ -125,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import OmniLabInputError, OmniLabModelError
 
     try:
+        if args.command == "playground":
+            return _playground(args)
         if args.command in ("train-toy", "eval-toy"):
             from .toy import commands as toy_commands
 
@@ -169,24 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OmniLabInputError, OmniLabModelError) as error:
         print(f"omni-lab: {error}", file=sys.stderr)
         return 2
-    counts = prompt.token_map.counts()
-    kept = run.token_map.counts(kept=True)
-    kept.pop("generated", None)
+    summary = run.to_dict()
+    counts, kept = summary["tokens_before"], summary["tokens_after"]
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "answer": run.answer,
-                    "reasoning": run.reasoning,
-                    "stop_reason": run.stop_reason,
-                    "prompt_tokens": counts,
-                    "kept_tokens": kept,
-                    "generated_ids": run.generated_ids,
-                    "timings": {key: round(value, 4) for key, value in run.timings.items()},
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(summary, indent=2))
     else:
         print(f"answer: {run.answer!r}  ({run.stop_reason}, {len(run.generated_ids)} tokens)")
         if expected is not None:

@@ -1,11 +1,21 @@
-"""The merged-embedding forward: encode each modality, place it, reduce, prefill, decode.
+"""THE pipeline: encode each modality, merge, reduce, build the token map, prefill, decode.
 
 transformers' `NemotronH_Omni_Reasoning_V3.forward` cannot take an image and a video in one prompt (both fill the
-`<image>` placeholder id and its count check sees them together; ../shared/reference/peer_baselines.md §1). omni-lab
+`<image>` placeholder id and its count check sees them together; docs/model_layout.md, "Running it"). omni-lab
 therefore calls the model's own encoders (`get_image_features`, `get_video_features`, `get_audio_features`) per
 modality, writes each item's embeddings at the positions the token map gives it, applies the reducers, and runs the
 model's own language model on `inputs_embeds`. On every input transformers' forward accepts, the logits are the
 same (tests/test_parity.py). Decoding reuses the language model's hybrid cache (Mamba states + attention KV).
+
+One linear path, called by every entry point (`Lab.run`, `Lab.stream`, `Lab.logits`, `Lab.prepare`, `Lab.embeds`,
+attribution):
+
+    prepared = prepare(model, prompt, reducers, encoded, session)   # encode -> merge -> reduce -> token map
+    for step in decode(model.language_model, prepared.embeds, ...):  # prefill, then one token per step
+        ...
+
+Nothing here decides about autograd: callers run it under `torch.inference_mode()` (runs) or with grad enabled
+(the gradient path).
 """
 
 from __future__ import annotations
@@ -23,12 +33,86 @@ from .reduction import EVS, Reducer, ReductionItem
 
 @dataclass
 class EncodedMedia:
-    """Post-projector embeddings per item, each `(N_i, D)`, in prompt order."""
+    """Post-projector embeddings per item, each `(N_i, D)`, in prompt order, and the prompt they belong to."""
 
+    prompt: object
     images: list[torch.Tensor] = field(default_factory=list)
     videos: list[torch.Tensor] = field(default_factory=list)
     audios: list[torch.Tensor] = field(default_factory=list)
-    prompt_id: int | None = None  # id() of the prompt these belong to (set by Lab.encode)
+
+    def belongs_to(self, prompt) -> bool:
+        """True for the prompt these were encoded from (or a `dataclasses.replace` copy sharing its inputs)."""
+        return self.prompt is prompt or self.prompt.inputs is prompt.inputs
+
+    def detached(self) -> EncodedMedia:
+        """A copy whose tensors are ordinary (not inference-mode) tensors, for use under autograd."""
+        copy = lambda items: [item.clone() if item.is_inference() else item for item in items]  # noqa: E731
+        return EncodedMedia(self.prompt, copy(self.images), copy(self.videos), copy(self.audios))
+
+
+@dataclass
+class Prepared:
+    """What the LLM will see for one prompt, and how it was made.
+
+    Attributes:
+        prompt: the `Prompt`.
+        embeds: `(1, L', D)` merged and reduced input embeddings.
+        token_map: the prompt's rows with the reduction applied (`kept`, `score`, `merged_into`, `position`).
+        reducers: {modality: reducer} that acted.
+        encoded: the `EncodedMedia` the embeddings were merged from.
+        keep: `(L,)` bool, per prompt row, whether it reaches the LLM.
+    """
+
+    prompt: object
+    embeds: torch.Tensor
+    token_map: object
+    reducers: dict
+    encoded: EncodedMedia
+    keep: np.ndarray
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """`(1, L')` ids of the kept positions (media positions hold their placeholder ids)."""
+        return self.prompt.input_ids[:, torch.from_numpy(self.keep)]
+
+    def __len__(self) -> int:
+        return int(self.embeds.shape[1])
+
+
+def prepare(model, prompt, reducers: dict, encoded: EncodedMedia | None = None, session=None, timings=None) -> Prepared:
+    """Encode (unless `encoded` is given), merge, reduce and map one prompt: everything before the LLM.
+
+    Args:
+        model: transformers' `NemotronH_Omni_Reasoning_V3`.
+        prompt: a `Prompt`.
+        reducers: {modality: reducer} from `resolve_reducers`.
+        encoded: this prompt's `EncodedMedia` (from `Lab.encode`), to skip the encoders.
+        session: a capture session; it sees each item's reduced embeddings (`on_reduced`, the hook points
+            `reduce.{modality}.{item}`) and receives the reduced token map (`set_token_map`) before the prefill.
+            When it caches or patches an encoder point, the encoders run even if `encoded` is given.
+        timings: dict that receives "encode_s" (encoders + merge) and "reduce_s".
+    Returns:
+        `Prepared`.
+    """
+    timings = {} if timings is None else timings
+    device = model.get_input_embeddings().weight.device
+    if encoded is not None and not encoded.belongs_to(prompt):
+        raise OmniLabInputError(
+            "encoded= holds the media of another prompt; encode this prompt with lab.encode(prompt)"
+        )
+    with timed(timings, "encode_s", device):
+        if encoded is None or (session is not None and session.needs_encoders):
+            encoded = encode_media(model, prompt)
+        elif torch.is_grad_enabled():
+            encoded = encoded.detached()
+        embeds = merge_embeddings(model, prompt, encoded)
+    with timed(timings, "reduce_s", device):
+        on_reduced = session.on_reduced if session is not None and session.active else None
+        reduced = apply_reducers(embeds, prompt, encoded, reducers, on_reduced=on_reduced)
+    token_map = prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into)
+    if session is not None:
+        session.set_token_map(token_map)
+    return Prepared(prompt, reduced.embeds, token_map, reducers, encoded, reduced.keep)
 
 
 @dataclass
@@ -59,7 +143,7 @@ def encode_media(model, prompt) -> EncodedMedia:
     """Run the model's own encoders + projectors on the prompt's media."""
     inputs = prompt.inputs
     device = model.get_input_embeddings().weight.device
-    encoded = EncodedMedia()
+    encoded = EncodedMedia(prompt)
     if prompt.images:
         output = model.get_image_features(inputs["pixel_values"].to(device), inputs["image_grid_hw"].to(device))
         encoded.images = list(output.pooler_output)
@@ -137,18 +221,6 @@ def split_in_llm(reducer):
     return reducer, None
 
 
-@contextmanager
-def in_llm_reduction(reducer, model, token_map):
-    """Install an in-LLM reducer's hooks for one forward / generation; yields its record (keep, scores)."""
-    if reducer is None:
-        yield {}
-        return
-    df = token_map.df
-    modality = df[df.kept].sort_values("position").modality.to_numpy()
-    with reducer.installed(model, modality) as record:
-        yield record
-
-
 def _check_reducer(value) -> None:
     if not isinstance(value, Reducer):
         raise OmniLabInputError(
@@ -184,9 +256,15 @@ def apply_reducers(
             )
             reduction = reducer(item)
             item_keep = reduction.keep.detach().cpu().numpy().astype(bool)
+            if reduction.scores is not None and tuple(reduction.scores.shape) != (len(rows),):
+                raise OmniLabInputError(
+                    f"reducer {reducer!r} returned scores of shape {tuple(reduction.scores.shape)} for {modality} "
+                    f"{index}; they must have shape ({len(rows)},), one per token of the item, or be None"
+                )
             if item_keep.shape != (len(rows),):
-                raise RuntimeError(
-                    f"{reducer!r} returned a keep mask of shape {item_keep.shape} for {len(rows)} tokens"
+                raise OmniLabInputError(
+                    f"reducer {reducer!r} returned a keep mask of shape {item_keep.shape} for {modality} {index}; "
+                    f"it must be a bool tensor of shape ({len(rows)},), one entry per token of the item"
                 )
             keep[rows] = item_keep
             if reduction.scores is not None:
@@ -209,9 +287,17 @@ def apply_reducers(
 
 
 def _check_merges(reducer, merged_into: np.ndarray, keep: np.ndarray) -> None:
+    if merged_into.shape != keep.shape:
+        raise OmniLabInputError(
+            f"reducer {reducer!r} returned merged_into of shape {merged_into.shape}; it must have shape {keep.shape} "
+            "(per token: the index of the kept token it merged into, or -1)"
+        )
     targets = merged_into[merged_into >= 0]
     if len(targets) and (targets.max() >= len(keep) or not keep[targets].all() or keep[merged_into >= 0].any()):
-        raise RuntimeError(f"{reducer!r}: merged_into must point dropped tokens at kept tokens of the same item")
+        raise OmniLabInputError(
+            f"reducer {reducer!r}: merged_into must point dropped tokens at kept tokens of the same item "
+            f"(indices 0..{len(keep) - 1}), and -1 for tokens not merged"
+        )
 
 
 def merge_groups(features: torch.Tensor, keep: np.ndarray, merged_into: np.ndarray) -> torch.Tensor:
@@ -273,7 +359,16 @@ def choose_token(logits: torch.Tensor, settings: SamplingSettings, generator: to
     return int(torch.multinomial(probabilities[0].cpu(), 1, generator=generator))
 
 
-def generate(
+@dataclass
+class Step:
+    """One decoded token: its index in the answer, id, and the logits it was chosen from (float32, on CPU)."""
+
+    index: int
+    id: int
+    logits: torch.Tensor | None = None
+
+
+def decode(
     language_model,
     embeds: torch.Tensor,
     max_new_tokens: int,
@@ -282,33 +377,29 @@ def generate(
     timings: dict,
     keep_logits: bool = False,
 ):
-    """Prefill on `embeds` `(1, L, D)` then decode token by token with the hybrid cache.
+    """Prefill on `embeds` `(1, L, D)`, then decode token by token with the hybrid cache, yielding each `Step`.
 
-    Returns:
-        (token ids, per-step logits `(steps, vocab)` float32 on CPU or None, stop reason "eos" | "max_new_tokens").
+    The generator's return value (`StopIteration.value`) is the stop reason, "eos" or "max_new_tokens". Prefill time
+    goes to `timings["prefill_s"]`, decoding to `timings["decode_s"]` (the consumer's time between steps excluded).
     """
     device = embeds.device
     generator = torch.Generator().manual_seed(settings.seed) if settings.seed is not None else None
     with timed(timings, "prefill_s", device):
         output = language_model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
     cache, next_logits = output.cache, output.logits[0, -1]
-    tokens: list[int] = []
-    step_logits = []
-    reason = "max_new_tokens"
-    with timed(timings, "decode_s", device):
-        for step in range(max_new_tokens):
-            if keep_logits:
-                step_logits.append(next_logits.float().cpu())
+    timings.setdefault("decode_s", 0.0)
+    for index in range(max_new_tokens):
+        with timed(timings, "decode_s", device):
             token = choose_token(next_logits, settings, generator)
-            tokens.append(token)
-            if token in eos_ids:
-                reason = "eos"
-                break
-            if step + 1 == max_new_tokens:
-                break
+            step = Step(index, token, next_logits.float().cpu() if keep_logits else None)
+        yield step
+        if token in eos_ids:
+            return "eos"
+        if index + 1 == max_new_tokens:
+            break
+        with timed(timings, "decode_s", device):
             output = language_model(
                 input_ids=torch.tensor([[token]], device=device), cache=cache, use_cache=True, logits_to_keep=1
             )
             cache, next_logits = output.cache, output.logits[0, -1]
-    logits = torch.stack(step_logits) if keep_logits and step_logits else None
-    return tokens, logits, reason
+    return "max_new_tokens"

@@ -8,20 +8,24 @@ run.answer, run.token_map.df, run.timings
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 
 from . import forward
-from .capture import budget as capture_budget
+from .capture import budget as capture_budget_module
 from .capture import specs as capture_specs
 from .capture.hooks import hook_points
+from .capture.results import ModalityMass, Routing
 from .capture.session import CaptureSession
 from .errors import OmniLabInputError, OmniLabModelError
-from .presets import RELEASED_PARAMETER_COUNT
+from .logs import quiet_expected_warnings
+from .presets import RELEASED_PARAMETER_COUNT, layers
 from .prompt import Prompt, build_prompt, token_texts
-from .reduction.ledger import build_ledger
+from .reduction.ledger import ReductionLedger, build_ledger
 from .sources import Source, build_model, resolve
 from .token_map import TokenMap
 
@@ -47,9 +51,31 @@ def load(
         OmniLabModelError: unknown source, missing files (named, with where omni-lab looked and how to get them),
             a quantised checkpoint this device cannot run.
     """
+    quiet_expected_warnings()
     resolved = resolve(source, allow_download=allow_download)
     model, processor, dtype = build_model(resolved, str(device), dtype, seed=seed, progress=progress)
+    if dtype == torch.float64:  # transformers' grouped-GEMM experts take float32/16 only; its eager experts any dtype
+        model.set_experts_implementation("eager")
     return Lab(model, processor, resolved, str(device), dtype)
+
+
+@dataclass(frozen=True)
+class StreamToken:
+    """One token of a streamed answer (`Lab.stream`).
+
+    Attributes:
+        index: 0 for the first generated token.
+        id: the token id.
+        token: the token's own text (special tokens included, e.g. "</think>").
+        text: what the token adds to the decoded text (special tokens skipped): append it to show the answer.
+        logits: `(vocab,)` float32 logits it was chosen from, when `return_logits=True`.
+    """
+
+    index: int
+    id: int
+    token: str
+    text: str
+    logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -86,13 +112,45 @@ class Run:
     logits: torch.Tensor | None = None
     stop_reason: str = "max_new_tokens"
     reducers: dict = field(default_factory=dict)
-    routing: object = None
-    attention_mass: object = None
-    mamba_mass: object = None
-    residual: object = None
+    routing: Routing | None = None
+    attention_mass: ModalityMass | None = None
+    mamba_mass: ModalityMass | None = None
+    residual: pd.DataFrame | None = None
     cache: dict = field(default_factory=dict)
     interventions: list = field(default_factory=list)
-    ledger: object = None
+    ledger: ReductionLedger | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-able summary: the answer, tokens per modality before and after reduction, timings, speed, what
+        acted and what was captured (tensors are left out; use the attributes for them)."""
+        before = self.prompt.token_map.counts()
+        after = self.token_map.counts(kept=True)
+        after.pop("generated", None)
+        decode_s = self.timings.get("decode_s", 0.0)
+        steps = max(0, len(self.generated_ids) - 1)  # the first token comes from the prefill
+        captured = ["routing", "attention_mass", "mamba_mass", "residual"]
+        return {
+            "answer": self.answer,
+            "reasoning": self.reasoning,
+            "stop_reason": self.stop_reason,
+            "generated_ids": [int(i) for i in self.generated_ids],
+            "prompt": {
+                "text": self.prompt.text,
+                "images": len(self.prompt.images),
+                "videos": len(self.prompt.videos),
+                "audios": len(self.prompt.audios),
+                "thinking": self.prompt.thinking,
+            },
+            "tokens_before": before,
+            "tokens_after": after,
+            "tokens_total": {"before": sum(before.values()), "after": sum(after.values())},
+            "timings": {key: round(float(value), 6) for key, value in self.timings.items()},
+            "tokens_per_second": round(steps / decode_s, 3) if steps and decode_s > 0 else None,
+            "reducers": {modality: repr(reducer) for modality, reducer in self.reducers.items()},
+            "interventions": [repr(intervention) for intervention in self.interventions],
+            "captures": [name for name in captured if getattr(self, name) is not None],
+            "cache": sorted(self.cache),
+        }
 
     def __repr__(self) -> str:
         kept = self.token_map.num_positions - len(self.generated_ids)
@@ -117,6 +175,9 @@ class Lab:
         self.source = source
         self.device = device
         self.dtype = dtype
+        # Hooks sit on the one shared model: one run at a time. A plain Lock (not an RLock) because a streamed run
+        # may be resumed on another thread than the one that started it (Gradio does).
+        self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------------------- facts
     @property
@@ -158,15 +219,14 @@ class Lab:
         """
         model = self.model
         language = model.language_model
-        kinds = {"M": "llm.mamba", "E": "llm.moe", "*": "llm.attention", "-": "llm.mlp"}
         counts: dict[str, int] = {
             "llm.embeddings": language.model.embeddings.weight.numel(),
             "llm.lm_head": language.lm_head.weight.numel(),
         }
         norms = language.model.norm_f.weight.numel()
-        for layer, kind in zip(language.model.layers, self.layer_pattern, strict=True):
+        for layer, info in zip(language.model.layers, layers(model), strict=True):
             norms += layer.norm.weight.numel()
-            key = kinds[kind]
+            key = f"llm.{info.kind}"
             counts[key] = counts.get(key, 0) + sum(p.numel() for p in layer.mixer.parameters())
         counts["llm.norms"] = norms
         layer_scale = sum(p.numel() for name, p in model.vision_model.named_parameters() if "layer_scale" in name)
@@ -186,18 +246,20 @@ class Lab:
         image_processor, video_processor = self.processor.image_processor, self.processor.video_processor
         merge = round(1 / image_processor.downsample_ratio) ** 2
         counts = self.parameter_counts()
+        registry = layers(self.model)
+        kinds = [info.kind for info in registry]
         return {
             "source": self.source.spec,
             "device": self.device,
             "dtype": str(self.dtype).replace("torch.", ""),
             "layer_pattern": self.layer_pattern,
             "layers": {
-                "total": len(self.layer_pattern),
-                "mamba": self.layer_pattern.count("M"),
-                "moe": self.layer_pattern.count("E"),
-                "attention": self.layer_pattern.count("*"),
+                "total": len(registry),
+                "mamba": kinds.count("mamba"),
+                "moe": kinds.count("moe"),
+                "attention": kinds.count("attention"),
             },
-            "attention_layers": [i for i, kind in enumerate(self.layer_pattern) if kind == "*"],
+            "attention_layers": [info.index for info in registry if info.kind == "attention"],
             "hidden_size": text.hidden_size,
             "experts": {
                 "routed": text.n_routed_experts,
@@ -276,67 +338,92 @@ class Lab:
                 "with device='cpu' or 'cuda' to run prompts."
             )
 
-    def _as_prompt(self, prompt) -> Prompt:
+    def as_prompt(self, prompt) -> Prompt:
+        """`prompt` itself when it is a `Prompt`; a text-only prompt for a string; OmniLabInputError otherwise."""
         if isinstance(prompt, Prompt):
             return prompt
         if isinstance(prompt, str):
             return self.prompt(prompt)
-        raise OmniLabInputError(f"run() takes a Prompt (from lab.prompt(...)) or a string, got {type(prompt).__name__}")
+        raise OmniLabInputError(f"expected a Prompt (from lab.prompt(...)) or a string, got {type(prompt).__name__}")
 
-    @torch.inference_mode()
     def encode(self, prompt) -> forward.EncodedMedia:
-        """Run the model's media encoders and projectors once; pass the result to `run(..., encoded=...)` to reuse it
-        across runs of the same prompt (studies do)."""
+        """Run the model's media encoders and projectors once; pass the result as `encoded=` to `run`, `stream`,
+        `logits`, `prepare` or `embeds` to reuse it across runs of the same prompt (studies and widgets do)."""
         self._check_runnable()
-        prompt = self._as_prompt(prompt)
-        encoded = forward.encode_media(self.model, prompt)
-        encoded.prompt_id = id(prompt)
-        return encoded
+        prompt = self.as_prompt(prompt)
+        with self._lock, torch.inference_mode():
+            return forward.encode_media(self.model, prompt)
 
-    def _reduced_sequence(
-        self,
-        prompt: Prompt,
-        reducer,
-        timings: dict,
-        session: CaptureSession | None = None,
-        encoded: forward.EncodedMedia | None = None,
-    ):
-        device = self.model.get_input_embeddings().weight.device
-        reducers = forward.resolve_reducers(reducer, self.config)
-        if encoded is not None and getattr(encoded, "prompt_id", id(prompt)) != id(prompt):
-            raise OmniLabInputError("encoded= holds the media of another prompt; encode this prompt with lab.encode")
-        with forward.timed(timings, "encode_s", device):
-            if encoded is None or (session is not None and session.needs_encoders):
-                encoded = forward.encode_media(self.model, prompt)
-            embeds = forward.merge_embeddings(self.model, prompt, encoded)
-        with forward.timed(timings, "reduce_s", device):
-            on_reduced = session.on_reduced if session is not None and session.active else None
-            reduced = forward.apply_reducers(embeds, prompt, encoded, reducers, on_reduced=on_reduced)
-        return reduced, reducers
+    def prepare(self, prompt, reducer="model", encoded: forward.EncodedMedia | None = None) -> forward.Prepared:
+        """Everything before the LLM, without running it: the merged, reduced embeddings and the reduced token map.
 
-    def _session(self, prompt, capture, cache, interventions, cache_device, cache_dtype, max_new_tokens, budget):
-        specs = capture_specs.normalise(capture)
-        session = CaptureSession(self, prompt, specs, cache, interventions, cache_device, cache_dtype)
-        if specs or session.cache_names:
-            parts = capture_budget.estimate(self, prompt, max_new_tokens, specs, session.cache_names, cache_dtype)
-            capture_budget.check(parts, budget)
-        return session
+        With `encoded=lab.encode(prompt)` only the merge and the reducers run (what a widget's rate slider needs).
+        In-LLM reducers (FastV) act during the forward and are not accepted here.
+        """
+        self._check_runnable()
+        prompt = self.as_prompt(prompt)
+        reducers = self._reducers_before_llm(reducer)
+        with self._lock, torch.inference_mode():
+            return forward.prepare(self.model, prompt, reducers, encoded)
 
-    @torch.inference_mode()
+    def embeds(self, prompt, reducer="model", encoded: forward.EncodedMedia | None = None) -> forward.Prepared:
+        """`prepare` with autograd on: the gradient path attribution uses.
+
+        `prepared.embeds` `(1, L', D)` is part of an autograd graph (through the encoders and projectors when
+        `encoded` is None), so `torch.autograd.grad(f(lab.forward_embeds(prepared.embeds, ...)), prepared.embeds)`
+        works; detach it and `requires_grad_()` for a leaf.
+        """
+        self._check_runnable()
+        prompt = self.as_prompt(prompt)
+        reducers = self._reducers_before_llm(reducer)
+        with self._lock, torch.enable_grad():
+            return forward.prepare(self.model, prompt, reducers, encoded)
+
+    def forward_embeds(self, embeds: torch.Tensor, token_map: TokenMap, *, interventions=None) -> torch.Tensor:
+        """The language model on given input embeddings, autograd on: `(B, L, vocab)` float32 logits (float64 for a
+        float64 model).
+
+        Args:
+            embeds: `(B, L, D)` (or `(L, D)`); every batch row laid out like `token_map`'s kept positions (extra
+                positions after them count as generated tokens, e.g. a teacher-forced answer).
+            token_map: the reduced token map the embeddings follow (`prepared.token_map`); interventions select
+                positions through it.
+            interventions: `ol.ablate_tokens(...)`, `ol.ablate_experts(...)`, ... honoured as in `run`.
+        """
+        self._check_runnable()
+        if not isinstance(embeds, torch.Tensor) or embeds.dim() not in (2, 3):
+            raise OmniLabInputError(
+                "forward_embeds takes embeddings of shape (B, L, D) or (L, D), e.g. prepared.embeds"
+            )
+        if embeds.dim() == 2:
+            embeds = embeds[None]
+        hidden = self.config.text_config.hidden_size
+        if embeds.shape[-1] != hidden:
+            raise OmniLabInputError(f"embeddings have width {embeds.shape[-1]}; this model's LLM takes {hidden}")
+        if not isinstance(token_map, TokenMap):
+            raise OmniLabInputError("forward_embeds needs the token map the embeddings follow (prepared.token_map)")
+        session = CaptureSession(self.model, None, {}, interventions=interventions)
+        with self._lock, torch.enable_grad(), session.installed():
+            session.set_token_map(token_map)
+            parameter = self.model.get_input_embeddings().weight
+            language = self.model.language_model
+            # transformers' causal-LM forward is backbone -> lm_head -> .float(); the head is applied here so that a
+            # float64 model keeps float64 logits (finite-difference checks need them).
+            hidden = language.model(inputs_embeds=embeds.to(parameter.device, parameter.dtype)).last_hidden_state
+            logits = language.lm_head(hidden)
+            return logits if logits.dtype == torch.float64 else logits.float()
+
     def logits(self, prompt, reducer="model", interventions=None, encoded=None) -> torch.Tensor:
         """`(1, L', vocab)` float32 logits at every position of the (reduced) prompt from the merged forward."""
         self._check_runnable()
-        prompt = self._as_prompt(prompt)
-        session = self._session(prompt, None, None, interventions, "cpu", None, 0, None)
+        prompt = self.as_prompt(prompt)
         reducer, in_llm = forward.split_in_llm(reducer)
-        with session.installed():
-            reduced, _ = self._reduced_sequence(prompt, reducer, {}, session, encoded)
-            prompt_map = prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into)
-            session.set_token_map(prompt_map)
-            with forward.in_llm_reduction(in_llm, self.model, prompt_map):
-                return self.model.language_model(inputs_embeds=reduced.embeds).logits.float()
+        reducers = forward.resolve_reducers(reducer, self.config)
+        session = CaptureSession(self.model, prompt, {}, interventions=interventions, in_llm=in_llm)
+        with self._lock, torch.inference_mode(), session.installed():
+            prepared = forward.prepare(self.model, prompt, reducers, encoded, session)
+            return self.model.language_model(inputs_embeds=prepared.embeds).logits.float()
 
-    @torch.inference_mode()
     def run(
         self,
         prompt,
@@ -378,17 +465,75 @@ class Lab:
             encoded: this prompt's media from `lab.encode(prompt)`, to skip the encoders (timings then show
                 encode_s for the merge only).
         Returns:
-            `Run`.
+            `Run`. The same as the last item `stream` yields for the same arguments.
+        """
+        *_, run = self.stream(
+            prompt,
+            max_new_tokens,
+            do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            reducer=reducer,
+            return_logits=return_logits,
+            capture=capture,
+            cache=cache,
+            interventions=interventions,
+            cache_device=cache_device,
+            cache_dtype=cache_dtype,
+            capture_budget=capture_budget,
+            encoded=encoded,
+        )
+        return run
+
+    def stream(
+        self,
+        prompt,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        reducer="model",
+        return_logits: bool = False,
+        capture=None,
+        cache=None,
+        interventions=None,
+        cache_device="cpu",
+        cache_dtype=None,
+        capture_budget: int | None = None,
+        encoded: forward.EncodedMedia | None = None,
+    ):
+        """`run`, token by token: yields a `StreamToken` per decoded token as soon as it is chosen, then the `Run`.
+
+        Takes `run`'s arguments. Arguments are checked (and the capture budget applied) when this is called, before
+        anything runs. The Lab is held from the first token to the Run: close the iterator (or let it be collected)
+        to give it back early.
+
+            for item in lab.stream(p, max_new_tokens=16):
+                if isinstance(item, ol.Run): run = item
+                else: print(item.text, end="", flush=True)
         """
         self._check_runnable()
-        prompt = self._as_prompt(prompt)
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        prompt = self.as_prompt(prompt)
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
             raise OmniLabInputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
         settings = forward.SamplingSettings(do_sample, temperature, top_k, top_p, seed)
         settings.validate()
         reducer, in_llm = forward.split_in_llm(reducer)
-        session = self._session(
-            prompt, capture, cache, interventions, cache_device, cache_dtype, max_new_tokens, capture_budget
+        reducers = forward.resolve_reducers(reducer, self.config)
+        session = CaptureSession(
+            self.model,
+            prompt,
+            capture_specs.normalise(capture),
+            cache=cache,
+            interventions=interventions,
+            cache_device=cache_device,
+            cache_dtype=cache_dtype,
+            in_llm=in_llm,
         )
         if in_llm is not None and (
             session.captures or any(name.startswith("llm.") for name in [*session.cache_names, *session.patches])
@@ -397,55 +542,90 @@ class Lab:
                 f"{in_llm!r} shortens the sequence inside the LLM, and captures / LLM interventions index the full "
                 "sequence's positions: run them without the in-LLM reducer"
             )
+        if session.captures or session.cache_names:
+            capture_budget_module.check(session.estimate_bytes(max_new_tokens), capture_budget)
+        interventions = list(interventions or [])
+        return self._stream(
+            prompt, max_new_tokens, settings, reducers, in_llm, session, interventions, return_logits, encoded
+        )
+
+    @torch.inference_mode()
+    def _stream(
+        self, prompt, max_new_tokens, settings, reducers, in_llm, session, interventions, return_logits, encoded
+    ):
         timings: dict = {}
-        started = time.perf_counter()
-        with session.installed():
-            reduced, reducers = self._reduced_sequence(prompt, reducer, timings, session, encoded)
-            prompt_map = prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into)
-            session.set_token_map(prompt_map)
-            length = reduced.embeds.shape[1]
-            if length + max_new_tokens > self.context_length:
-                raise OmniLabInputError(
-                    f"{length} prompt tokens + max_new_tokens={max_new_tokens} exceed the {self.context_length}-token "
-                    f"context; lower max_new_tokens or shorten the prompt"
-                )
-            with forward.in_llm_reduction(in_llm, self.model, prompt_map) as dropped:
-                tokens, logits, reason = forward.generate(
+        tokens: list[int] = []
+        logits: list[torch.Tensor] = []
+        with self._lock:
+            started = time.perf_counter()
+            with session.installed():
+                prepared = forward.prepare(self.model, prompt, reducers, encoded, session, timings)
+                length = len(prepared)
+                if length + max_new_tokens > self.context_length:
+                    raise OmniLabInputError(
+                        f"{length} prompt tokens + max_new_tokens={max_new_tokens} exceed the {self.context_length}-"
+                        f"token context; lower max_new_tokens or shorten the prompt"
+                    )
+                steps = forward.decode(
                     self.model.language_model,
-                    reduced.embeds,
+                    prepared.embeds,
                     max_new_tokens,
                     self.eos_token_ids,
                     settings,
                     timings,
                     keep_logits=return_logits,
                 )
-        if in_llm is not None:
-            prompt_map = prompt_map.with_llm_drop(in_llm.layer, dropped["keep"], dropped["scores"])
-            reducers = {**reducers, "llm": in_llm}
-        token_map = prompt_map.with_generated(tokens, self._token_texts(tokens))
-        results = session.finish(token_map)
-        timings["total_s"] = time.perf_counter() - started
-        kept_ids = prompt.input_ids[0][torch.from_numpy(reduced.keep)]
+                text_so_far = ""
+                while True:
+                    try:
+                        step = next(steps)
+                    except StopIteration as stop:
+                        stop_reason = stop.value
+                        break
+                    tokens.append(step.id)
+                    if step.logits is not None:
+                        logits.append(step.logits)
+                    text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                    yield StreamToken(
+                        step.index, step.id, self._token_texts([step.id])[0], text[len(text_so_far) :], step.logits
+                    )
+                    text_so_far = text
+            token_map = prepared.token_map.with_generated(tokens, self._token_texts(tokens))
+            results = session.finish(token_map)
+            reducers = dict(prepared.reducers)
+            if results.llm_drop is not None:
+                drop = results.llm_drop
+                token_map = token_map.with_llm_drop(drop.layer, drop.keep, drop.scores)
+                reducers["llm"] = in_llm
+            timings["total_s"] = time.perf_counter() - started
         answer, reasoning = self._split_answer(tokens, prompt.thinking)
-        return Run(
+        yield Run(
             prompt=prompt,
             answer=answer,
             reasoning=reasoning,
-            token_ids=torch.cat([kept_ids, torch.tensor(tokens, dtype=kept_ids.dtype)]),
+            token_ids=torch.cat([prepared.input_ids[0], torch.tensor(tokens, dtype=prepared.input_ids.dtype)]),
             generated_ids=tokens,
             token_map=token_map,
             timings=timings,
-            logits=logits,
-            stop_reason=reason,
+            logits=torch.stack(logits) if logits else None,
+            stop_reason=stop_reason,
             reducers=reducers,
-            routing=results.get("routing"),
-            attention_mass=results.get("attention_mass"),
-            mamba_mass=results.get("mamba_mass"),
-            residual=results.get("residual"),
-            cache=results["cache"],
-            interventions=list(interventions or []),
+            routing=results.routing,
+            attention_mass=results.attention_mass,
+            mamba_mass=results.mamba_mass,
+            residual=results.residual,
+            cache=results.cache,
+            interventions=interventions,
             ledger=build_ledger(prompt, reducers, token_map, self.processor),
         )
+
+    def _reducers_before_llm(self, reducer) -> dict:
+        rest, in_llm = forward.split_in_llm(reducer)
+        if in_llm is not None:
+            raise OmniLabInputError(
+                f"{in_llm!r} acts inside the LLM's forward; use it with run(), stream() or logits()"
+            )
+        return forward.resolve_reducers(rest, self.config)
 
     def _token_texts(self, ids) -> list[str]:
         return token_texts(self.tokenizer, ids)

@@ -1,6 +1,6 @@
 """Architecture presets: the released Nemotron 3 Nano Omni (`full`) and two tiny twins (`small`, `toy`).
 
-`full` is the released architecture, value for value (../shared/reference/model_spec.md §2.1, §3.1, §5.1, §9.2):
+`full` is the released architecture, value for value (docs/model_layout.md §2-8):
 52 layers `MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME`, hidden 2688, 128 routed experts (top-6) plus a
 shared expert, sigmoid router with correction bias, no positional encoding; C-RADIO ViT-H/16 (4 CLS + 6 register
 tokens, 2,048-px CPE table, 2-frame tubelet video embedder); Parakeet 24 x 1024; both projectors. Its processors use
@@ -9,6 +9,11 @@ the release's budgets (1,024-13,312 patches per image, 1,024 patches per video f
 `toy` and `small` keep every mechanism (Mamba-2, MoE with shared expert and correction bias, attention layers; all
 three towers with pixel shuffle, tubelets and 8x audio subsampling) at sizes that run in well under a second on two
 CPU cores, with processor budgets scaled down to match.
+
+`layers(model)` is the layer registry: the one place the release's pattern letters (M = Mamba-2, E = MoE,
+* = attention, - = MLP) are decoded into `LayerInfo(index, kind, mixer)`. The config builders (`text_config`,
+`vision_config`, `audio_config`, `image_processor_config`, `video_processor_config`) are public so other
+architectures (the toy twin's, omni_lab/toy/architecture.py) are written with them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 FULL_PATTERN = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
+# The release's layer letters (`hybrid_override_pattern`) -> (kind, the mixer's part of the hook names).
+LAYER_LETTERS = {"M": ("mamba", "mamba"), "E": ("moe", "moe"), "*": ("attention", "attn"), "-": ("mlp", "mlp")}
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 # Parameters in the released safetensors (Megatron-Bridge's count, reproduced by model_spec §2.8).
@@ -38,7 +45,55 @@ class Preset:
     top: dict = field(default_factory=dict)
 
 
-def _text(
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer of the LLM, as the layer registry describes it.
+
+    Attributes:
+        index: the LLM's own layer number (0-51 on the released model).
+        kind: "mamba" (Mamba-2), "moe" (mixture of experts), "attention" or "mlp".
+        mixer: the mixer's part of the stable hook names: "mamba", "moe", "attn" or "mlp"
+            (`llm.layers.{index}.{mixer}.out`).
+    """
+
+    index: int
+    kind: str
+    mixer: str
+
+    @property
+    def letter(self) -> str:
+        """The release's letter for this layer in `hybrid_override_pattern` (M, E, * or -)."""
+        return next(letter for letter, (kind, _) in LAYER_LETTERS.items() if kind == self.kind)
+
+    @property
+    def hook_prefix(self) -> str:
+        """`llm.layers.{index}.{mixer}`: the start of this layer's mixer hook names."""
+        return f"llm.layers.{self.index}.{self.mixer}"
+
+
+def layers(model) -> list[LayerInfo]:
+    """The layer registry: every LLM layer of `model` in order, with its kind and hook-name part.
+
+    The one place the release's pattern letters are decoded.
+
+    Args:
+        model: a transformers model, its config, its `text_config`, or a `hybrid_override_pattern` string.
+    Returns:
+        `[LayerInfo(index, kind, mixer)]`, one per layer.
+    """
+    pattern = model if isinstance(model, str) else None
+    config = getattr(model, "config", model)
+    config = getattr(config, "text_config", None) or config
+    pattern = pattern if pattern is not None else getattr(config, "hybrid_override_pattern", None)
+    if pattern is None:
+        raise TypeError(f"layers() takes a model, a config or a layer pattern, got {type(model).__name__}")
+    unknown = set(pattern) - set(LAYER_LETTERS)
+    if unknown:
+        raise ValueError(f"layer pattern {pattern!r} has letters {sorted(unknown)} outside {sorted(LAYER_LETTERS)}")
+    return [LayerInfo(index, *LAYER_LETTERS[letter]) for index, letter in enumerate(pattern)]
+
+
+def text_config(
     hidden,
     pattern,
     heads,
@@ -56,6 +111,18 @@ def _text(
     context,
     chunk=128,
 ) -> dict:
+    """The LLM's `text_config` (NemotronH) for a preset: sizes given, everything else as the release sets it.
+
+    Args:
+        hidden: model width; pattern: `hybrid_override_pattern` (M = Mamba-2, E = MoE, * = attention, - = MLP).
+        heads, kv_heads, head_dim: attention (grouped-query) shape.
+        mamba_heads, mamba_head_dim, state, groups: Mamba-2 heads, head size, SSM state size, B/C groups.
+        experts, top_k, expert_size, shared_size: routed experts, experts per token, their and the shared
+            expert's intermediate size.
+        vocab, context: vocabulary size and context length; chunk: the SSD chunk size.
+    Returns:
+        dict of `NemotronHConfig` keyword arguments.
+    """
     return dict(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -94,7 +161,12 @@ def _text(
     )
 
 
-def _vision(hidden, layers, heads, max_img_size, cls_tokens, registers) -> dict:
+def vision_config(hidden, layers, heads, max_img_size, cls_tokens, registers) -> dict:
+    """The C-RADIO tower's `vision_config`: width, depth, heads, CPE table size, CLS and register tokens.
+
+    Returns:
+        dict of RADIO config keyword arguments (16-px patches, 2-frame tubelets, CLIP normalisation).
+    """
     return dict(
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -112,7 +184,12 @@ def _vision(hidden, layers, heads, max_img_size, cls_tokens, registers) -> dict:
     )
 
 
-def _audio(hidden, layers, heads, intermediate, sub_channels, projection_hidden) -> dict:
+def audio_config(hidden, layers, heads, intermediate, sub_channels, projection_hidden) -> dict:
+    """The Parakeet FastConformer's `audio_config`: width, depth, heads, FFN size, subsampling channels, projector.
+
+    Returns:
+        dict of Parakeet config keyword arguments (8x subsampling of 128-bin mel features, no dropout).
+    """
     return dict(
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -136,7 +213,12 @@ def _audio(hidden, layers, heads, intermediate, sub_channels, projection_hidden)
     )
 
 
-def _images(min_patches, max_patches, context) -> dict:
+def image_processor_config(min_patches, max_patches, context) -> dict:
+    """The image processor's budget: `min_patches`..`max_patches` 16-px patches per image, `context` tokens.
+
+    Returns:
+        dict of `NemotronH_Omni_Reasoning_V3ImageProcessor` keyword arguments.
+    """
     return dict(
         patch_size=16,
         downsample_ratio=0.5,
@@ -148,7 +230,12 @@ def _images(min_patches, max_patches, context) -> dict:
     )
 
 
-def _videos(target_patches) -> dict:
+def video_processor_config(target_patches) -> dict:
+    """The video processor's budget: `target_patches` 16-px patches per frame, aspect ratio kept.
+
+    Returns:
+        dict of `NemotronH_Omni_Reasoning_V3VideoProcessor` keyword arguments.
+    """
     return dict(
         patch_size=16,
         downsample_ratio=0.5,
@@ -163,7 +250,7 @@ def _videos(target_patches) -> dict:
 PRESETS: dict[str, Preset] = {
     "full": Preset(
         name="full",
-        text=_text(
+        text=text_config(
             hidden=2688,
             pattern=FULL_PATTERN,
             heads=32,
@@ -180,16 +267,18 @@ PRESETS: dict[str, Preset] = {
             vocab=131072,
             context=262144,
         ),
-        vision=_vision(hidden=1280, layers=32, heads=16, max_img_size=2048, cls_tokens=4, registers=6),
-        audio=_audio(hidden=1024, layers=24, heads=8, intermediate=4096, sub_channels=256, projection_hidden=4096),
+        vision=vision_config(hidden=1280, layers=32, heads=16, max_img_size=2048, cls_tokens=4, registers=6),
+        audio=audio_config(
+            hidden=1024, layers=24, heads=8, intermediate=4096, sub_channels=256, projection_hidden=4096
+        ),
         projector_hidden_size=20480,
-        image_processor=_images(1024, 13312, 16384),
-        video_processor=_videos(1024),
+        image_processor=image_processor_config(1024, 13312, 16384),
+        video_processor=video_processor_config(1024),
         notes="the released Nemotron 3 Nano Omni 30B-A3B architecture",
     ),
     "small": Preset(
         name="small",
-        text=_text(
+        text=text_config(
             hidden=256,
             pattern="MEM*EMEM*EME",
             heads=8,
@@ -207,16 +296,16 @@ PRESETS: dict[str, Preset] = {
             context=16384,
             chunk=64,
         ),
-        vision=_vision(hidden=128, layers=4, heads=4, max_img_size=1024, cls_tokens=4, registers=6),
-        audio=_audio(hidden=128, layers=4, heads=4, intermediate=512, sub_channels=32, projection_hidden=512),
+        vision=vision_config(hidden=128, layers=4, heads=4, max_img_size=1024, cls_tokens=4, registers=6),
+        audio=audio_config(hidden=128, layers=4, heads=4, intermediate=512, sub_channels=32, projection_hidden=512),
         projector_hidden_size=1024,
-        image_processor=_images(64, 1024, 16384),
-        video_processor=_videos(256),
+        image_processor=image_processor_config(64, 1024, 16384),
+        video_processor=video_processor_config(256),
         notes="every mechanism of the release at ~1/100 width",
     ),
     "toy": Preset(
         name="toy",
-        text=_text(
+        text=text_config(
             hidden=64,
             pattern="MEM*EM*E",
             heads=4,
@@ -234,11 +323,11 @@ PRESETS: dict[str, Preset] = {
             context=8192,
             chunk=32,
         ),
-        vision=_vision(hidden=32, layers=2, heads=2, max_img_size=512, cls_tokens=2, registers=2),
-        audio=_audio(hidden=32, layers=2, heads=2, intermediate=64, sub_channels=8, projection_hidden=128),
+        vision=vision_config(hidden=32, layers=2, heads=2, max_img_size=512, cls_tokens=2, registers=2),
+        audio=audio_config(hidden=32, layers=2, heads=2, intermediate=64, sub_channels=8, projection_hidden=128),
         projector_hidden_size=128,
-        image_processor=_images(16, 256, 8192),
-        video_processor=_videos(64),
+        image_processor=image_processor_config(16, 256, 8192),
+        video_processor=video_processor_config(64),
         notes="the smallest model with every block type; for unit tests",
     ),
 }

@@ -1,7 +1,7 @@
 """TokenMap: where every position the LLM sees came from.
 
 One row per token of the prompt *before* any reducer (a pruned token keeps its row with `kept=False` and
-`position=-1`), then one row per generated token. Columns (see ../shared/DESIGN.md, "TokenMap"):
+`position=-1`), then one row per generated token. Columns:
 
     position     index in the sequence the LLM saw, or -1 if pruned
     modality     text | image | video | audio | generated
@@ -21,6 +21,8 @@ One row per token of the prompt *before* any reducer (a pruned token keeps its r
 
 The map is plain data (numpy columns; `.df` builds a pandas DataFrame on demand) and knows nothing of the model.
 `build_token_map` lays the rows out from the input ids and a geometric description of each media item.
+Projections the captures and studies share live here: `by_position(column)` (a column in LLM position order),
+`region_of(regions)` (grid region of each image / video row), `box_overlap(box)`.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class TokenMap:
             raise ValueError(f"TokenMap columns differ in length: {lengths}")
         self._columns = {name: columns[name] for name in COLUMNS}
         self._df = None
+        self._position_rows = None
 
     # ------------------------------------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -168,6 +171,53 @@ class TokenMap:
         selected[positions[mask & (positions >= 0)]] = True
         return selected
 
+    def position_rows(self) -> np.ndarray:
+        """Row index of every LLM position, in position order (`num_positions` long; pruned rows have none)."""
+        if self._position_rows is None:
+            positions = self._columns["position"]
+            rows = np.flatnonzero(positions >= 0)
+            self._position_rows = rows[np.argsort(positions[rows], kind="stable")]
+            self._position_rows.flags.writeable = False
+        return self._position_rows
+
+    def by_position(self, column: str) -> np.ndarray:
+        """A column's values over the positions the LLM saw, in position order: entry p belongs to position p.
+
+        Args:
+            column: a column name (`modality`, `item`, `tubelet`, `t0`, ...).
+        Returns:
+            `(num_positions,)` array (a copy).
+        """
+        return self._columns[column][self.position_rows()]
+
+    def region_of(self, regions: int = 2) -> np.ndarray:
+        """Grid region of every row: its merged-grid cell placed in a `regions` x `regions` grid over its item.
+
+        The item's grid size is read from all its rows (pruned ones included), so a reduction does not move the
+        region boundaries; every tubelet of a video shares the video's grid.
+
+        Args:
+            regions: cells per side.
+        Returns:
+            `(rows, 2)` int64: (region row, region column), -1 for rows without a grid cell (text, audio, generated).
+        """
+        if int(regions) < 1:
+            from .errors import OmniLabInputError
+
+            raise OmniLabInputError(f"regions={regions!r}: use a positive number of regions per side")
+        row, col = self._columns["row"], self._columns["col"]
+        modality, item = self._columns["modality"], self._columns["item"]
+        out = np.full((len(self), 2), -1, dtype=np.int64)
+        gridded = row >= 0
+        for name in ("image", "video"):
+            of_modality = gridded & (modality == name)
+            for index in np.unique(item[of_modality]):
+                members = of_modality & (item == index)
+                height, width = int(row[members].max()) + 1, int(col[members].max()) + 1
+                out[members, 0] = row[members] * int(regions) // height
+                out[members, 1] = col[members] * int(regions) // width
+        return out
+
     def box_overlap(self, box) -> np.ndarray:
         """Pixels each row's box shares with `box` `(x0, y0, x1, y1)` in the media's original coordinates.
 
@@ -228,14 +278,19 @@ class TokenMap:
             scores: the in-LLM reducer's score per prompt position (NaN where it scored nothing); written to
                 `score` for rows no earlier reducer scored.
         """
+        keep_positions = np.asarray(keep_positions, dtype=bool)
+        scores = np.asarray(scores, dtype=np.float64)
+        rows = self.position_rows()
+        rows = rows[self._columns["modality"][rows] != "generated"]  # generated rows may already be there
+        if keep_positions.shape != rows.shape or scores.shape != rows.shape:
+            raise ValueError(
+                f"keep_positions {keep_positions.shape} and scores {scores.shape} need one entry per prompt "
+                f"position ({len(rows)})"
+            )
         columns = {name: values.copy() for name, values in self._columns.items()}
-        positions = columns["position"]
-        rows = np.flatnonzero(positions >= 0)
-        rows = rows[np.argsort(positions[rows])][: len(keep_positions)]
-        dropped = rows[~np.asarray(keep_positions, dtype=bool)]
-        columns["dropped_at_layer"][dropped] = layer
-        unscored = rows[np.isnan(columns["score"][rows])]
-        columns["score"][unscored] = np.asarray(scores, dtype=np.float64)[np.searchsorted(rows, unscored)]
+        columns["dropped_at_layer"][rows[~keep_positions]] = layer
+        unscored = np.isnan(columns["score"][rows])
+        columns["score"][rows[unscored]] = scores[unscored]
         return TokenMap(columns)
 
     def with_generated(self, token_ids, texts) -> TokenMap:

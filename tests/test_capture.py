@@ -110,6 +110,43 @@ def test_routing_compare_matches_rows_across_a_reduced_run(small_lab):
     assert (same.routing.compare(full.routing).changed == 0).all()
     table = reduced.routing.compare(full.routing)
     assert (table.compared == reduced.token_map.num_positions - 1).all()
+    # by modality, against expert sets compared one surviving token at a time
+    by_modality = reduced.routing.compare(full.routing, by="modality").set_index(["layer", "modality"])
+    df = reduced.token_map.df
+    survivors = df[(df.position >= 0) & (df.modality != "generated")]
+    full_positions = full.token_map.df.loc[survivors.index, "position"]
+    for slot, layer in enumerate(full.routing.layers):
+        changed = np.array(
+            [
+                set(reduced.routing.experts[slot, mine].tolist()) != set(full.routing.experts[slot, theirs].tolist())
+                for mine, theirs in zip(survivors.position, full_positions, strict=True)
+            ]
+        )
+        for modality in ["all", "text", "image", "video", "audio"]:
+            mask = np.ones(len(changed), bool) if modality == "all" else (survivors.modality == modality).to_numpy()
+            row = by_modality.loc[(layer, modality)]
+            assert (row.compared, row.changed) == (mask.sum(), changed[mask].sum())
+            assert row.share_changed == pytest.approx(changed[mask].mean())
+    # causal: the image precedes the pruned video, so its routing cannot move; the audio after it does
+    assert (by_modality.xs("image", level="modality").changed == 0).all()
+    assert by_modality.loc[(full.routing.layers[-1], "audio")].changed > 0
+    with pytest.raises(OmniLabInputError, match="by="):
+        reduced.routing.compare(full.routing, by="frame")
+
+
+def test_entropy_bits_and_routing_entropy():
+    from omni_lab.capture import Routing, entropy_bits
+    from omni_lab.token_map import TokenMap, _empty_columns
+
+    assert entropy_bits([0.5, 0.5, 0.0]) == 1.0 and entropy_bits([0.25] * 4) == 2.0 and entropy_bits([1.0]) == 0.0
+    columns = _empty_columns(4)
+    columns["position"][:] = np.arange(4)
+    columns["modality"][:] = ["text", "text", "image", "image"]
+    experts = torch.tensor([[[0, 1], [2, 3], [0, 0], [0, 1]]])  # (layers, positions, k): 4 experts
+    routing = Routing([1], experts, torch.ones(1, 4, 2), torch.ones(1, 4), TokenMap(columns), 4)
+    entropy = routing.entropy().set_index("modality").entropy_bits
+    assert entropy["text"] == 2.0  # experts 0, 1, 2, 3 once each
+    assert entropy["image"] == pytest.approx(-(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)))  # 0 three times, 1 once
 
 
 def test_expert_ablation_changes_logits_only_from_the_ablated_tokens_on(small_lab):
@@ -310,11 +347,13 @@ def test_memory_budget_refuses_with_the_estimate(small_lab):
     prompt = omni_prompt(small_lab)
     with pytest.raises(OmniLabInputError, match=r"GiB.*Cheaper"):
         small_lab.run(prompt, capture=["routing", "residual"], cache=["llm.layers.*.in"], capture_budget=1000)
-    from omni_lab.capture.budget import estimate
+    from omni_lab.capture.session import CaptureSession
 
-    parts = estimate(small_lab, prompt, 4, {"routing": ol.capture.routing()}, [], None)
+    session = CaptureSession(small_lab.model, prompt, {"routing": ol.capture.routing()}, cache=["llm.layers.3.attn.k"])
+    parts = session.estimate_bytes(4)
     text = small_lab.config.text_config
-    assert parts["routing"] == 5 * (len(prompt) + 4) * (text.num_experts_per_tok * 12 + 4)
+    assert parts["routing"] == 5 * (len(prompt) + 4) * (text.num_experts_per_tok * 12 + 4)  # 5 MoE layers
+    assert parts["cache llm.layers.3.attn.k"] == (len(prompt) + 4) * text.num_key_value_heads * text.head_dim * 4
 
 
 def feed_embeddings(lab, run):

@@ -50,7 +50,7 @@ def test_run_json_with_files(tmp_path, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     # 8 frames at 4 fps -> 4 tubelets; 64x48 frames under a 64-patch target -> 6 x 8 patches -> 12 tokens each
-    assert result["prompt_tokens"]["audio"] == 7 and result["prompt_tokens"]["video"] == 4 * 12
+    assert result["tokens_before"]["audio"] == 7 and result["tokens_before"]["video"] == 4 * 12
     assert len(result["generated_ids"]) == 3 and set(result["timings"]) >= {"encode_s", "prefill_s", "decode_s"}
 
 

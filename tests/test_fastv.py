@@ -82,3 +82,26 @@ def test_fastv_refuses_non_attention_layers_and_captures(small_lab):
     assert combined.token_map.df.dropped_at_layer.max() == 3
     with pytest.raises(OmniLabInputError):
         FastV(3, 1.5)
+
+
+def test_fastv_returns_its_decision_through_the_hook_session(small_lab):
+    from omni_lab.capture import LLMDrop
+    from omni_lab.capture.hooks import HookSession
+
+    prompt = small_lab.prompt("What is shown?", images=[synth.image_array(64, 64)])
+    reducer = FastV(3, 0.5)
+    run = small_lab.run(prompt, max_new_tokens=1, reducer=reducer)
+    model = small_lab.model
+    with torch.inference_mode(), HookSession() as hooks:
+        hook = reducer.install(hooks, model)
+        assert hook.decision() is None  # nothing decided before the prefill
+        hook.set_positions(prompt.token_map.by_position("modality"))
+        model.language_model(inputs_embeds=merge_embeddings(model, prompt, encode_media(model, prompt)))
+        decision = hook.decision()
+    assert all(not module._forward_hooks and not module._forward_pre_hooks for module in model.modules())
+    assert isinstance(decision, LLMDrop) and decision.layer == 3
+    image = prompt.token_map.by_position("modality") == "image"
+    assert (~decision.keep).sum() == image.sum() - reducer.budget(int(image.sum())) and decision.keep[~image].all()
+    assert np.isnan(decision.scores[~image]).all() and (decision.scores[image] > 0).all()
+    dropped = run.token_map.df[run.token_map.df.dropped_at_layer == 3].position
+    assert dropped.tolist() == np.flatnonzero(~decision.keep).tolist()

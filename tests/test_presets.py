@@ -99,3 +99,43 @@ def test_loading_a_preset_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     ol.load("random:toy")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_layer_registry_decodes_the_released_pattern(full_meta_lab):
+    from omni_lab.presets import LayerInfo, layers
+
+    registry = layers(full_meta_lab.model)
+    assert registry == layers(full_meta_lab.config) == layers(full_meta_lab.config.text_config) == layers(FULL_PATTERN)
+    assert [info.index for info in registry] == list(range(52))
+    assert [info.index for info in registry if info.kind == "attention"] == [5, 12, 19, 26, 33, 42]
+    assert sum(info.kind == "mamba" for info in registry) == 23 and sum(info.kind == "moe" for info in registry) == 23
+    assert "".join(info.letter for info in registry) == FULL_PATTERN
+    assert registry[5] == LayerInfo(5, "attention", "attn") and registry[5].hook_prefix == "llm.layers.5.attn"
+    assert registry[0] == LayerInfo(0, "mamba", "mamba") and registry[1] == LayerInfo(1, "moe", "moe")
+    classes = {"mamba": "NemotronHMamba2Mixer", "moe": "NemotronHMoE", "attention": "NemotronHAttention"}
+    modules = full_meta_lab.model.language_model.model.layers
+    assert all(type(modules[info.index].mixer).__name__ == classes[info.kind] for info in registry)
+
+
+def test_layer_registry_knows_mlp_layers_and_refuses_unknown_letters():
+    from omni_lab.presets import layers
+
+    assert [(info.kind, info.mixer, info.letter) for info in layers("M-*")] == [
+        ("mamba", "mamba", "M"),
+        ("mlp", "mlp", "-"),
+        ("attention", "attn", "*"),
+    ]
+    with pytest.raises(ValueError, match="X"):
+        layers("MEX")
+    with pytest.raises(TypeError):
+        layers(42)
+
+
+def test_hook_names_follow_the_registry(small_lab):
+    from omni_lab.presets import layers
+
+    names = small_lab.hook_names()
+    for info in layers(small_lab.model):
+        assert f"{info.hook_prefix}.out" in names
+        others = [kind for kind in ("mamba", "moe", "attn", "mlp") if kind != info.mixer]
+        assert not any(name.startswith(f"llm.layers.{info.index}.{kind}.") for kind in others for name in names)

@@ -1,8 +1,9 @@
-"""Reducers between the projector and the LLM: PixelDiff, RandomDrop, UniformTemporal, DivPrune, ToMe, AudioMerge.
+"""Reducers between the projector and the LLM: EVS, PixelDiff, RandomDrop, UniformTemporal, DivPrune, ToMe, AudioMerge.
 
 Budgets are checked against hand-counted values and the stated formulas over many shapes and rates; DivPrune, ToMe
 and AudioMerge against brute-force re-implementations written here from the papers' descriptions (DivPrune: the
-official loop over the full distance matrix); PixelDiff against scores worked out by hand on drawn frames.
+official loop over the full distance matrix); PixelDiff against scores worked out by hand on drawn frames; EVS's
+scores against the cosine dissimilarity in float64, and its keep mask against a ranking of its own scores.
 """
 
 import math
@@ -212,6 +213,60 @@ def test_uniform_temporal_keeps_whole_tubelets_at_the_stride():
     assert keep.all(dim=1).tolist() == [True, False, False, True, False, False, True]
     assert (keep.any(dim=1) == keep.all(dim=1)).all()  # whole tubelets only
     assert UniformTemporal(1)(item).keep.all()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EVS
+# --------------------------------------------------------------------------------------------------------------
+
+
+def evs_video(grid, dtype, seed, repeat_every=0):
+    """A video item whose tubelets repeat every `repeat_every` (exact ties in the scores), in `dtype`."""
+    item = video_item(grid, dim=16, seed=seed)
+    tubelets = item.embeddings.reshape(grid[0], -1, 16)
+    if repeat_every:
+        tubelets = tubelets[torch.arange(grid[0]) // repeat_every * repeat_every]  # (T, n, D)
+    return ReductionItem("video", 0, tubelets.reshape(-1, 16).to(dtype), item.grid, item.media, item.tokens)
+
+
+def test_evs_scores_are_the_cosine_dissimilarity_worked_in_float64():
+    item = evs_video((4, 2, 3), torch.float32, seed=1)
+    tubelets = item.embeddings.double().reshape(4, 6, 16)
+    expected = [[255.0] * 6]
+    for t in range(1, 4):
+        a, b = tubelets[t], tubelets[t - 1]
+        expected.append((1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))).tolist())
+    scores = EVS(0.5)(item).scores
+    assert scores.dtype == torch.float32 and scores.shape == (24,)
+    torch.testing.assert_close(
+        scores.double(), torch.tensor(expected, dtype=torch.float64).reshape(-1), rtol=0, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_evs_scores_rank_tokens_exactly_as_the_keep_mask_keeps_them(dtype):
+    """Keeping the budget's highest scores (stable descending sort: ties go to the earlier token) gives the mask.
+
+    Repeated tubelets make exact ties (dissimilarity 0), and bfloat16 / float16 round many more scores together, so
+    the tie order is exercised; the scores must be the values the mask sorts, in the embeddings' dtype.
+    """
+    checked = 0
+    for grid in ((2, 2, 2), (3, 3, 5), (5, 2, 2), (7, 1, 3), (9, 4, 4)):
+        for repeat_every in (0, 2, 3):
+            item = evs_video(grid, dtype, seed=sum(grid) + repeat_every, repeat_every=repeat_every)
+            for rate in RATES:
+                reducer = EVS(rate)
+                reduction = reducer(item)
+                scores = reduction.scores
+                assert scores.dtype == dtype
+                order = sorted(range(item.num_tokens), key=lambda i: (-float(scores[i]), i))
+                expected = torch.zeros(item.num_tokens, dtype=torch.bool)
+                expected[order[: reducer.budget(item)]] = True
+                assert torch.equal(reduction.keep, expected), (grid, repeat_every, rate)
+                kept, dropped = scores[reduction.keep].float(), scores[~reduction.keep].float()
+                assert not len(dropped) or kept.min() >= dropped.max()
+                checked += 1
+    assert checked == 5 * 3 * len(RATES)
 
 
 # --------------------------------------------------------------------------------------------------------------

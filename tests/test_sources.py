@@ -8,7 +8,8 @@ import torch
 
 import omni_lab as ol
 from omni_lab import OmniLabModelError
-from omni_lab.sources import load_config
+from omni_lab.presets import PRESETS
+from omni_lab.sources import load_config, released_processor_settings
 
 # A config.json in the released layout, transcribed from ../shared/reference/model_spec.md §2.1, §3.1, §5.1 and
 # §9.2 (remote-code model type, `llm_config`, `sound_config`, the RADIO tower described by timm `args`).
@@ -103,6 +104,20 @@ RELEASED_CONFIG = {
 }
 
 
+# preprocessor_config.json of the BF16 release (model_spec §9.2): remote-code class names, the image budget only.
+RELEASED_PREPROCESSOR = {
+    "image_processor_type": "NemotronH_Nano_Omni_Reasoning_V3ImageProcessor",
+    "auto_map": {"AutoProcessor": "processing.NemotronH_Nano_Omni_Reasoning_V3Processor"},
+    "patch_size": 16,
+    "downsample_ratio": 0.5,
+    "norm_mean": [0.48145466, 0.4578275, 0.40821073],
+    "norm_std": [0.26862954, 0.26130258, 0.27577711],
+    "min_num_patches": 1024,
+    "max_num_patches": 13312,
+    "max_model_len": 16384,
+}
+
+
 @pytest.fixture(scope="module")
 def saved_toy(
     tmp_path_factory,
@@ -128,6 +143,23 @@ def test_released_config_layout_translates_to_the_released_architecture(tmp_path
     assert config.image_token_id == 18 and config.audio_token_id == 27
     assert config.video_pruning_rate == 0.7
     assert config.text_config.hybrid_override_pattern == RELEASED_CONFIG["llm_config"]["hybrid_override_pattern"]
+
+
+def test_released_budgets_are_the_full_presets_budgets(tmp_path):
+    """Read from the release's files (video budget from vision_config, audio from sound_config) = `random:full`."""
+    (tmp_path / "config.json").write_text(json.dumps(RELEASED_CONFIG))
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(RELEASED_PREPROCESSOR))
+    settings = released_processor_settings(tmp_path)
+    full = PRESETS["full"]
+    assert settings["image"] == full.image_processor
+    assert settings["video"] == full.video_processor
+    assert settings["processor"] == {
+        "audio_sampling_rate": 16000,
+        "audio_subsampling_factor": 8,
+        "audio_hop_length": 160,
+        "video_temporal_patch_dim": 2,
+    }
+    assert settings["features"] == {"feature_size": 128, "sampling_rate": 16000, "hop_length": 160}
 
 
 def test_checkpoint_directory_round_trip_gives_identical_logits(saved_toy):

@@ -9,6 +9,7 @@ Rules (../shared/reference/model_spec.md §3.5, §4.2, §4.5, §5.5; transformer
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -129,3 +130,59 @@ def test_box_overlap_counts_shared_pixels_and_ignores_rows_without_boxes():
     # a 20 x 10 box straddling the two cells: 12 x 10 in the first (x 20-32), 8 x 10 in the second (x 32-40)
     assert token_map.box_overlap((20, 5, 40, 15)).tolist() == [120.0, 80.0, 0.0]
     assert token_map.box_overlap((64, 0, 80, 32)).tolist() == [0.0, 0.0, 0.0]  # touching edges share no pixel
+
+
+def _reduced_map_with_generated_rows(lab):
+    prompt = lab.prompt(
+        "Q", images=[synth.image_array(64, 64)], video=VideoClip(synth.moving_square_frames(4), fps=4.0)
+    )
+    token_map = prompt.token_map
+    keep = np.ones(len(token_map), dtype=bool)
+    keep[np.flatnonzero(token_map.rows(modality="video"))[::3]] = False  # every third video token pruned
+    return token_map.with_reduction(keep), keep
+
+
+def test_by_position_follows_the_positions_the_llm_saw(toy_lab):
+    reduced, keep = _reduced_map_with_generated_rows(toy_lab)
+    full = reduced.with_generated([5, 6], ["a", "b"])
+    expected = list(np.asarray(reduced["modality"])[keep]) + ["generated", "generated"]  # rows are in prompt order
+    assert full.by_position("modality").tolist() == expected
+    assert full.by_position("position").tolist() == list(range(full.num_positions))
+    assert full.by_position("text").tolist()[-2:] == ["a", "b"]
+    rows = full.position_rows()
+    assert len(rows) == full.num_positions and (full["position"][rows] == np.arange(full.num_positions)).all()
+
+
+def test_region_of_splits_each_items_grid_by_hand():
+    from omni_lab.token_map import TokenMap, _empty_columns
+
+    columns = _empty_columns(4 * 6 + 2)
+    columns["modality"][:24] = "image"
+    columns["item"][:24] = 0
+    columns["row"][:24], columns["col"][:24] = np.divmod(np.arange(24), 6)  # a 4 x 6 grid, then two text rows
+    columns["kept"][:24] = np.arange(24) < 18  # the last grid row pruned: the grid must still count 4 rows
+    token_map = TokenMap(columns)
+    regions = token_map.region_of(2)
+    for cell in range(24):
+        row, col = divmod(cell, 6)
+        assert regions[cell].tolist() == [row // 2, col // 3]  # 4 rows -> 2 per region, 6 cols -> 3 per region
+    assert regions[24:].tolist() == [[-1, -1], [-1, -1]]
+    assert np.array_equal(token_map.region_of(3)[:6, 1], [0, 0, 1, 1, 2, 2])
+
+
+def test_with_llm_drop_works_before_or_after_the_generated_rows(toy_lab):
+    reduced, _ = _reduced_map_with_generated_rows(toy_lab)
+    positions = reduced.num_positions
+    keep = np.ones(positions, dtype=bool)
+    keep[[3, 7, positions - 2]] = False
+    scores = np.where(keep, np.nan, np.arange(positions, dtype=float))
+    scores[4] = 0.25
+    before = reduced.with_llm_drop(5, keep, scores).with_generated([9, 10], ["x", "y"])
+    after = reduced.with_generated([9, 10], ["x", "y"]).with_llm_drop(5, keep, scores)
+    pd.testing.assert_frame_equal(before.df, after.df)
+    dropped = after.df[after.df.dropped_at_layer == 5]
+    assert dropped.position.tolist() == [3, 7, positions - 2]
+    assert after.df.set_index("position").loc[[3, 4], "score"].tolist() == [3.0, 0.25]
+    assert (after.df[after.df.modality == "generated"].dropped_at_layer == -1).all()
+    with pytest.raises(ValueError, match="one entry per prompt position"):
+        reduced.with_llm_drop(5, keep[:-1], scores[:-1])

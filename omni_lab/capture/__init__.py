@@ -7,12 +7,14 @@ run.routing.load(by="modality"); run.attention_mass.by_modality(); run.cache["ll
 
 from .budget import BUDGET_BYTES
 from .interventions import Intervention, PatchContext, ablate_experts, ablate_tokens, force_experts, patch
-from .results import ModalityMass, Routing, combine_in_layer_order
+from .results import CaptureResults, LLMDrop, ModalityMass, Routing, combine_in_layer_order, entropy_bits
 from .specs import attention_mass, mamba_mass, residual, routing
 
 __all__ = [
     "BUDGET_BYTES",
+    "CaptureResults",
     "Intervention",
+    "LLMDrop",
     "ModalityMass",
     "PatchContext",
     "Routing",
@@ -20,6 +22,7 @@ __all__ = [
     "ablate_tokens",
     "attention_mass",
     "combine_in_layer_order",
+    "entropy_bits",
     "force_experts",
     "mamba_mass",
     "patch",

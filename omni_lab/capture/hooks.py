@@ -1,6 +1,6 @@
 """Stable hook names over transformers' module tree, and a context manager whose hooks always come off.
 
-Hook names are omni-lab's own and do not change with transformers' module paths (../shared/DESIGN.md):
+Hook names are omni-lab's own and do not change with transformers' module paths (docs/model_layout.md §2):
 
     vision.patch_embed  vision.blocks.{i}  vision.out  vision.projector
     audio.subsampling   audio.blocks.{i}   audio.projector
@@ -15,27 +15,20 @@ Layer numbers are the LLM's own (0-51 on the released model). Each name resolves
 whether its value is the module's output or its first input, and how to read the value out of what the module
 returns. `mamba.conv` is derived (the depthwise causal conv + SiLU that transformers computes with a function, not
 a module) and can be cached but not patched. Hooks are registered inside `HookSession`, which removes every one of
-them when the block ends, also when it raises (TransformerLens' `hooks()` context manager is the model).
+them when the block ends, also when it raises (TransformerLens' `hooks()` context manager is the model). `Calls`
+counts the language model's forward calls, so a hook can tell which positions its tensor covers.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import OmniLabInputError
-
-MIXER_KIND = {"M": "mamba", "E": "moe", "*": "attn", "-": "mlp"}
-MIXER_POINTS = {
-    "mamba": ("in_proj", "conv", "ssm", "out"),
-    "moe": ("router", "shared", "routed", "out"),
-    "attn": ("q", "k", "v", "out"),
-    "mlp": ("out",),
-}
+from ..presets import layers
 
 
 @dataclass(frozen=True)
@@ -49,6 +42,7 @@ class HookPoint:
         pick: reads the value from the module's output (e.g. `.features` of the RADIO output); None = as is.
         patchable: a `patch(...)` intervention may replace the value.
         layer: LLM layer index, or None.
+        width: elements the value holds per token (LLM and `reduce.*` points) or per patch / audio frame (towers).
     """
 
     name: str
@@ -57,61 +51,66 @@ class HookPoint:
     pick: Callable | None = None
     patchable: bool = True
     layer: int | None = None
+    width: int = 0
 
-
-def layer_pattern(model) -> str:
-    return model.config.text_config.hybrid_override_pattern
+    @property
+    def stage(self) -> str:
+        """ "vision", "audio", "reduce" or "llm": where in the pipeline the value is produced."""
+        return self.name.split(".", 1)[0]
 
 
 def hook_points(model, prompt=None) -> dict[str, HookPoint]:
     """Every hook point of `model` (and the `reduce.*` points of `prompt`'s media, when given)."""
     points: dict[str, HookPoint] = {}
+    config, text = model.config, model.config.text_config
+    hidden = text.hidden_size
 
     def add(name, module, **kwargs):
         points[name] = HookPoint(name, module, **kwargs)
 
     vision = model.vision_model
-    add("vision.patch_embed", vision.embeddings)
+    width = config.vision_config.hidden_size
+    add("vision.patch_embed", vision.embeddings, width=width)
     for index, block in enumerate(vision.encoder.layer):
-        add(f"vision.blocks.{index}", block)
-    add("vision.out", vision, pick=lambda output: output.features, patchable=False)
-    add("vision.projector", model.multi_modal_projector)
+        add(f"vision.blocks.{index}", block, width=width)
+    add("vision.out", vision, pick=lambda output: output.features, patchable=False, width=width)
+    add("vision.projector", model.multi_modal_projector, width=hidden)
     if model.audio_tower is not None:
-        add("audio.subsampling", model.audio_tower.subsampling)
+        width = max(config.audio_config.hidden_size, hidden)  # per mel frame: an upper bound after subsampling
+        add("audio.subsampling", model.audio_tower.subsampling, width=width)
         for index, block in enumerate(model.audio_tower.layers):
-            add(f"audio.blocks.{index}", block)
-        add("audio.projector", model.embed_audio)
+            add(f"audio.blocks.{index}", block, width=width)
+        add("audio.projector", model.embed_audio, width=width)
     if prompt is not None:
         for modality, items in (("image", prompt.images), ("video", prompt.videos), ("audio", prompt.audios)):
             for index in range(len(items)):
-                add(f"reduce.{modality}.{index}", None)
+                add(f"reduce.{modality}.{index}", None, width=hidden)
 
     language = model.language_model
-    layers = language.model.layers
-    add("llm.embed", layers[0], on_input=True)
-    for index, (layer, kind) in enumerate(zip(layers, layer_pattern(model), strict=True)):
-        add(f"llm.layers.{index}.in", layer, on_input=True, layer=index)
-        mixer = layer.mixer
-        prefix = f"llm.layers.{index}.{MIXER_KIND[kind]}"
-        if kind == "M":
-            add(f"{prefix}.in_proj", mixer.in_proj, layer=index)
-            add(f"{prefix}.conv", None, patchable=False, layer=index)
-            add(f"{prefix}.ssm", mixer.norm, on_input=True, layer=index)
-            add(f"{prefix}.out", mixer.out_proj, layer=index)
-        elif kind == "E":
-            add(f"{prefix}.router", mixer.gate, layer=index)
-            add(f"{prefix}.shared", mixer.shared_experts, layer=index)
-            add(f"{prefix}.routed", mixer.experts, layer=index)
-            add(f"{prefix}.out", mixer, layer=index)
-        elif kind == "*":
-            add(f"{prefix}.q", mixer.q_proj, layer=index)
-            add(f"{prefix}.k", mixer.k_proj, layer=index)
-            add(f"{prefix}.v", mixer.v_proj, layer=index)
-            add(f"{prefix}.out", mixer.o_proj, layer=index)
+    modules = language.model.layers
+    add("llm.embed", modules[0], on_input=True, width=hidden)
+    for info, layer in zip(layers(model), modules, strict=True):
+        index, mixer, prefix = info.index, layer.mixer, info.hook_prefix
+        add(f"llm.layers.{index}.in", layer, on_input=True, layer=index, width=hidden)
+        if info.kind == "mamba":
+            add(f"{prefix}.in_proj", mixer.in_proj, layer=index, width=mixer.in_proj.out_features)
+            add(f"{prefix}.conv", None, patchable=False, layer=index, width=mixer.conv_dim)
+            add(f"{prefix}.ssm", mixer.norm, on_input=True, layer=index, width=mixer.intermediate_size)
+            add(f"{prefix}.out", mixer.out_proj, layer=index, width=hidden)
+        elif info.kind == "moe":
+            add(f"{prefix}.router", mixer.gate, layer=index, width=text.n_routed_experts)  # cached: the logits
+            add(f"{prefix}.shared", mixer.shared_experts, layer=index, width=hidden)
+            add(f"{prefix}.routed", mixer.experts, layer=index, width=hidden)
+            add(f"{prefix}.out", mixer, layer=index, width=hidden)
+        elif info.kind == "attention":
+            add(f"{prefix}.q", mixer.q_proj, layer=index, width=mixer.q_proj.out_features)
+            add(f"{prefix}.k", mixer.k_proj, layer=index, width=mixer.k_proj.out_features)
+            add(f"{prefix}.v", mixer.v_proj, layer=index, width=mixer.v_proj.out_features)
+            add(f"{prefix}.out", mixer.o_proj, layer=index, width=hidden)
         else:
-            add(f"{prefix}.out", mixer, layer=index)
-    add("llm.norm", language.model.norm_f)
-    add("llm.logits", language.lm_head)
+            add(f"{prefix}.out", mixer, layer=index, width=hidden)
+    add("llm.norm", language.model.norm_f, width=hidden)
+    add("llm.logits", language.lm_head, width=text.vocab_size)
     return points
 
 
@@ -134,14 +133,25 @@ def expand_names(requested, available: dict[str, HookPoint]) -> list[str]:
     return chosen
 
 
-def layer_index(name: str) -> int | None:
-    found = re.match(r"llm\.layers\.(\d+)\.", name)
-    return int(found.group(1)) if found else None
+@dataclass
+class Calls:
+    """Position bookkeeping: the language model's forward call number `step` covers positions `start` ..
+    `start + length - 1` (the prompt is call 0, each generated token one more call); `seen` positions so far."""
 
+    seen: int = 0
+    start: int = 0
+    length: int = 0
+    step: int = -1
 
-def first_tensor(value):
-    """The tensor a module returned (attention mixers return (output, weights))."""
-    return value[0] if isinstance(value, tuple) and not isinstance(value, torch.Tensor) else value
+    def count(self, module, args, kwargs) -> None:
+        """Forward pre-hook for the language model: advance to the call that is starting."""
+        value = kwargs.get("inputs_embeds")
+        if value is None:
+            value = kwargs.get("input_ids", args[0] if args else None)
+        self.start = self.seen
+        self.length = int(value.shape[1])
+        self.seen += self.length
+        self.step += 1
 
 
 class HookSession:

@@ -7,7 +7,7 @@
 
 Each one becomes a *patch* on a hook point: a function `fn(value, context) -> value` applied where the model
 produces that value. Expert interventions act on the router's output, the only place a single expert can be
-touched (the experts are fused 3-D tensors, ../shared/reference/peer_baselines.md §2): `ablate_experts` zeroes the
+touched (the experts are fused 3-D tensors, docs/model_layout.md §2): `ablate_experts` zeroes the
 weight of the named experts where they were chosen (the other chosen experts keep their weights), `force_experts`
 replaces the choice and gives the forced experts the weights the router would give them (their sigmoid scores,
 normalised, times the routed scaling factor).

@@ -1,17 +1,38 @@
-"""What captures return: `Routing` (expert choices) and `ModalityMass` (attention / Mamba mass per segment).
+"""What captures return: `Routing` (expert choices), `ModalityMass` (attention / Mamba mass per segment), and
+`CaptureResults`, everything one capture session produced (with `LLMDrop`, an in-LLM reducer's decision).
 
-Both hold tensors indexed by LLM position plus the token map, so every number can be traced to its pixels, frames or
-seconds; both turn into pandas DataFrames for analysis and plotting.
+`Routing` and `ModalityMass` hold tensors indexed by LLM position plus the token map, so every number can be traced
+to its pixels, frames or seconds; both turn into pandas DataFrames for analysis and plotting.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import OmniLabInputError
+from ..token_map import TokenMap
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+GROUP_BY = ("all", "modality", "item")
+
+
+def entropy_bits(shares) -> float:
+    """Shannon entropy in bits of a distribution given as shares (zeros ignored; shares should sum to 1).
+
+    Args:
+        shares: array-like of non-negative shares.
+    Returns:
+        `-sum(p * log2 p)` over the non-zero shares.
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    shares = shares[shares > 0]
+    return float(-(shares * np.log2(shares)).sum())
 
 
 @dataclass
@@ -25,7 +46,7 @@ class Routing:
             normalised over the k, times the routed scaling factor).
         scores: `(layers, positions, experts)` float32 sigmoid scores, when asked for (`Routing(scores=True)`).
         shared_norm: `(layers, positions)` L2 norm of the shared expert's output.
-        token_map: the run's token map; position p is `token_map.df[token_map.df.position == p]`.
+        token_map: the run's token map; position p is the row `token_map.position_rows()[p]`.
         num_experts: routed experts per layer.
     """
 
@@ -33,14 +54,20 @@ class Routing:
     experts: torch.Tensor
     weights: torch.Tensor
     shared_norm: torch.Tensor
-    token_map: object
+    token_map: TokenMap
     num_experts: int
     scores: torch.Tensor | None = None
 
-    def _modalities(self) -> np.ndarray:
-        df = self.token_map.df
-        rows = df[df.kept].sort_values("position")
-        return rows.modality.to_numpy()[: self.experts.shape[1]]
+    def _groups(self, by: str) -> np.ndarray:
+        """Group name of every routed position: its modality, "{modality} {item}" (media) or "all"."""
+        positions = self.experts.shape[1]
+        modality = self.token_map.by_position("modality")[:positions]
+        if by == "all":
+            return np.full(positions, "all", dtype=object)
+        if by == "item":
+            items = self.token_map.by_position("item")[:positions]
+            return _item_labels(modality, items)
+        return modality
 
     def _layer_slot(self, layer: int) -> int:
         if layer not in self.layers:
@@ -55,19 +82,9 @@ class Routing:
         """
         import pandas as pd
 
-        if by not in ("modality", "item", "all"):
+        if by not in GROUP_BY:
             raise OmniLabInputError(f"by={by!r}: use 'modality', 'item' or 'all'")
-        modality = self._modalities()
-        if by == "item":
-            df = self.token_map.df
-            items = df[df.kept].sort_values("position")["item"].to_numpy()[: len(modality)]
-            groups = np.array(
-                [f"{m} {i}" if m not in ("text", "generated") else m for m, i in zip(modality, items, strict=True)]
-            )
-        elif by == "all":
-            groups = np.full(len(modality), "all")
-        else:
-            groups = modality
+        groups = self._groups(by)
         frames = []
         experts = self.experts.numpy()
         weights = self.weights.float().numpy()
@@ -95,13 +112,8 @@ class Routing:
         """Entropy (bits) of the expert-load distribution per layer and group: high = spread, low = specialised."""
         load = self.load(by=by)
         key = by if by != "all" else "group"
-
-        def bits(share):
-            share = share[share > 0]
-            return float(-(share * np.log2(share)).sum())
-
-        table = load.groupby(["layer", key])["share"].apply(lambda s: bits(s.to_numpy())).rename("entropy_bits")
-        return table.reset_index()
+        table = load.groupby(["layer", key])["share"].apply(lambda s: entropy_bits(s.to_numpy()))
+        return table.rename("entropy_bits").reset_index()
 
     def for_token(self, position: int):
         """The experts and weights of one LLM position at every MoE layer (a DataFrame)."""
@@ -117,40 +129,61 @@ class Routing:
                 rows.append({"layer": layer, "rank": rank, "expert": expert, "weight": weight})
         return pd.DataFrame(rows)
 
-    def compare(self, other: Routing):
-        """Per MoE layer, the share of positions (matched through the token maps' rows) whose expert *set* differs.
+    def compare(self, other: Routing, by: str = "all"):
+        """Per MoE layer, the share of prompt tokens (matched through the token maps' rows) whose expert *set* differs.
 
-        Positions are matched by token-map row, so a run with a reducer compares its surviving tokens with the same
-        tokens of an unreduced run. Returns a DataFrame: layer, compared, changed, share_changed.
+        Tokens are matched by token-map row, so a run with a reducer compares its surviving tokens with the same
+        tokens of an unreduced run (the routing shift a reduction causes).
+
+        Args:
+            other: the routing of another run of the same prompt.
+            by: "all" (one row per layer), "modality" (a row for "all" and one per modality) or "item"
+                (a row for "all" and one per media item / text span).
+        Returns:
+            DataFrame: layer, [modality | item], compared, changed, share_changed.
         """
         import pandas as pd
 
+        if by not in GROUP_BY:
+            raise OmniLabInputError(f"by={by!r}: use 'all', 'modality' or 'item'")
         if self.layers != other.layers:
             raise OmniLabInputError("the two runs have different MoE layers; compare runs of the same model")
-        mine, theirs = _row_positions(self.token_map), _row_positions(other.token_map)
-        common = sorted(set(mine) & set(theirs))
-        a = torch.tensor([mine[row] for row in common], dtype=torch.long)
-        b = torch.tensor([theirs[row] for row in common], dtype=torch.long)
-        rows = []
+        rows, mine, theirs = _matched_positions(self.token_map, other.token_map)
+        groups = {"all": np.ones(len(rows), dtype=bool)}
+        if by != "all":
+            modality = self.token_map["modality"][rows]
+            labels = modality if by == "modality" else _item_labels(modality, self.token_map["item"][rows])
+            groups.update({str(label): labels == label for label in dict.fromkeys(labels)})
+        table = []
         for slot, layer in enumerate(self.layers):
-            left = self.experts[slot, a].sort(-1).values
-            right = other.experts[slot, b].sort(-1).values
-            changed = int((left != right).any(-1).sum())
-            rows.append(
-                {
-                    "layer": layer,
-                    "compared": len(common),
-                    "changed": changed,
-                    "share_changed": changed / max(1, len(common)),
-                }
-            )
-        return pd.DataFrame(rows)
+            left = self.experts[slot, torch.from_numpy(mine)].sort(-1).values
+            right = other.experts[slot, torch.from_numpy(theirs)].sort(-1).values
+            changed = (left != right).any(-1).numpy()  # (matched,)
+            for label, mask in groups.items():
+                entry = {"layer": layer}
+                if by != "all":
+                    entry[by] = label
+                compared, count = int(mask.sum()), int(changed[mask].sum())
+                entry.update(compared=compared, changed=count, share_changed=count / max(1, compared))
+                table.append(entry)
+        return pd.DataFrame(table)
 
 
-def _row_positions(token_map) -> dict[int, int]:
-    df = token_map.df
-    prompt = df[(df.position >= 0) & (df.modality != "generated")]
-    return dict(zip(prompt.index.tolist(), prompt.position.tolist(), strict=True))
+def _item_labels(modality: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Group labels: "{modality} {item}" for media tokens, the modality alone for text and generated tokens."""
+    return np.array(
+        [m if m in ("text", "generated") else f"{m} {i}" for m, i in zip(modality, items, strict=True)], dtype=object
+    )
+
+
+def _matched_positions(mine: TokenMap, theirs: TokenMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, position in `mine`, position in `theirs`) of the prompt rows both token maps fed to the LLM."""
+    prompt = min(len(mine), len(theirs))  # the same prompt: its rows come first in both, generated rows after
+    rows = np.arange(prompt)
+    both = (mine["position"][:prompt] >= 0) & (theirs["position"][:prompt] >= 0)
+    both &= (mine["modality"][:prompt] != "generated") & (theirs["modality"][:prompt] != "generated")
+    rows = rows[both]
+    return rows, mine["position"][rows], theirs["position"][rows]
 
 
 @dataclass
@@ -168,9 +201,9 @@ class ModalityMass:
 
     kind: str
     mass: dict[int, torch.Tensor]
-    segments: object
+    segments: pd.DataFrame
     queries: list
-    token_map: object
+    token_map: TokenMap
     options: dict = field(default_factory=dict)
 
     @property
@@ -230,3 +263,38 @@ def combine_in_layer_order(*masses: ModalityMass) -> list[tuple[int, str, torch.
     """(layer, kind, tensor) for attention and Mamba mass together, in the model's layer order (same segments)."""
     entries = [(layer, mass.kind, mass.mass[layer]) for mass in masses if mass is not None for layer in mass.layers]
     return sorted(entries, key=lambda entry: entry[0])
+
+
+@dataclass(frozen=True)
+class LLMDrop:
+    """An in-LLM reducer's decision (FastV): which prompt positions left the sequence after which layer.
+
+    Attributes:
+        layer: the LLM layer after which the dropped positions left.
+        keep: `(prompt positions,)` bool: the position stayed.
+        scores: `(prompt positions,)` float: the reducer's score (NaN for positions that did not compete).
+    """
+
+    layer: int
+    keep: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
+class CaptureResults:
+    """Everything one capture session produced (`CaptureSession.finish`).
+
+    Attributes:
+        routing: `Routing`, when captured.
+        attention_mass, mamba_mass: `ModalityMass`, when captured.
+        residual: DataFrame (layer, kind, position, residual_norm, mixer_norm, cosine), when captured.
+        cache: {hook name: tensor} of the activations asked for.
+        llm_drop: the in-LLM reducer's decision, when one acted.
+    """
+
+    routing: Routing | None = None
+    attention_mass: ModalityMass | None = None
+    mamba_mass: ModalityMass | None = None
+    residual: pd.DataFrame | None = None
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    llm_drop: LLMDrop | None = None

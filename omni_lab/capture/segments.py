@@ -42,37 +42,28 @@ def segment_positions(token_map, by: str = "item", window_seconds: float = 1.0, 
 
     if by not in SEGMENTATIONS:
         raise OmniLabInputError(f"segments={by!r}: choose one of {SEGMENTATIONS}")
-    df = token_map.df
-    rows = df[df.kept].sort_values("position")
-    modality = rows.modality.to_numpy()
-    item = rows["item"].to_numpy()
+    modality = token_map.by_position("modality")
     if by == "modality":
         keys = [(m,) for m in modality]
     else:
+        item, tubelet, t0 = (token_map.by_position(column) for column in ("item", "tubelet", "t0"))
+        region = token_map.region_of(regions)[token_map.position_rows()] if by == "region" else None
         keys = []
-        for m, i, tubelet, t0, row, col in zip(
-            modality, item, rows.tubelet, rows.t0, rows["row"], rows["col"], strict=True
-        ):
+        for position, (m, i) in enumerate(zip(modality, item, strict=True)):
             if m == "generated":
                 keys.append(("generated",))
             elif by == "frame" and m == "video":
-                keys.append((m, i, int(tubelet)))
+                keys.append((m, i, int(tubelet[position])))
             elif by == "audio_window" and m == "audio":
-                keys.append((m, i, int(t0 // window_seconds)))
+                keys.append((m, i, int(t0[position] // window_seconds)))
             elif by == "region" and m in ("image", "video"):
-                keys.append((m, i, int(tubelet), *_region(rows, m, i, row, col, regions)))
+                keys.append((m, i, int(tubelet[position]), *region[position].tolist()))
             else:
                 keys.append((m, i))
     order: dict[tuple, int] = {}
     ids = np.array([order.setdefault(key, len(order)) for key in keys], dtype=np.int64)
     labels = pd.DataFrame([_describe(key, by) for key in order], index=pd.RangeIndex(len(order), name="segment"))
     return Segmentation(ids, labels)
-
-
-def _region(rows, modality, item, row, col, regions):
-    same = rows[(rows.modality == modality) & (rows["item"] == item)]
-    height, width = int(same["row"].max()) + 1, int(same["col"].max()) + 1
-    return int(row) * regions // height, int(col) * regions // width
 
 
 def _describe(key: tuple, by: str) -> dict:
@@ -113,8 +104,7 @@ def query_groups(token_map, queries) -> tuple[np.ndarray | None, list[str], int 
     """
     if queries is None or (isinstance(queries, str) and queries == "all"):
         return None, [], None
-    df = token_map.df
-    modality = df[df.kept].sort_values("position").modality.to_numpy()
+    modality = token_map.by_position("modality")
     positions = len(modality)
     generated_group = None
     if isinstance(queries, str):

@@ -3,13 +3,13 @@
 The keep mask comes from `transformers.models.nemotron_h_omni.modeling_nemotron_h_omni.compute_retention_mask`, the
 function the model's forward applies with `config.video_pruning_rate`, so omni-lab prunes exactly the tokens the
 model would: every token of the first tubelet, then the tokens least similar (cosine, post-projector) to the same
-cell of the previous tubelet, keeping max(tokens per tubelet, int(total x (1 - rate))) in a stable order.
-`scores` reports the quantity that mask ranks (1 - cosine similarity; 255 for the first tubelet).
+cell of the previous tubelet, keeping max(tokens per tubelet, int(total x (1 - rate))) in a stable order
+(docs/token_reduction.md, "EVS"). `scores` are `omni_lab.kernels.evs_scores`: the very values that mask sorts (1 -
+cosine similarity in the embeddings' dtype, 255 for the first tubelet), so ranking the scores with a stable
+descending sort and keeping the budget reproduces the keep mask exactly (tests/test_reducers.py checks it).
 """
 
 from __future__ import annotations
-
-import torch
 
 from ..errors import OmniLabInputError
 from .base import Reduction, ReductionItem
@@ -35,11 +35,18 @@ class EVS:
         return max(per_tubelet, int(tubelets * per_tubelet * (1 - self.rate)))
 
     def __call__(self, item: ReductionItem) -> Reduction:
+        """Keep mask from transformers' `compute_retention_mask`; scores from `omni_lab.kernels.evs_scores`.
+
+        Args:
+            item: a video item, embeddings `(T * H * W, D)` in tubelet-major order, grid `(T, H, W)`.
+        Returns:
+            `Reduction(keep (N,) bool, scores (N,) in the embeddings' dtype)`.
+        """
         from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import compute_retention_mask
+
+        from .. import kernels
 
         tubelets = item.grid[0]
         keep = compute_retention_mask(item.embeddings, tubelets, self.rate)
-        per_tubelet = item.embeddings.reshape(tubelets, -1, item.embeddings.shape[-1]).float()
-        dissimilarity = 1 - torch.nn.functional.cosine_similarity(per_tubelet[1:], per_tubelet[:-1], dim=-1)
-        scores = torch.cat([torch.full_like(per_tubelet[:1, :, 0], 255.0), dissimilarity]).reshape(-1)
+        scores = kernels.evs_scores(item.embeddings, tubelets)  # (N,)
         return Reduction(keep=keep, scores=scores)

@@ -5,22 +5,24 @@ media token of the chosen modalities is scored by the attention it receives, ave
 queries of the prompt; the lowest `rate` share of them is dropped from the hidden states *after* layer K. Layers
 0..K see the whole prompt; every later layer sees the shorter sequence — including the Mamba layers, whose
 recurrence then runs over a different sequence than the model was trained on: a real behavioural change to study,
-not only a saving (../shared/reference/token_reduction.md §A.4). Decoding continues on the shortened caches.
+not only a saving (docs/token_reduction.md §3). Decoding continues on the shortened caches.
 
 The scores are exact softmax probabilities computed block by block from the layer's own queries and keys (no L × L
-matrix is kept). FastV cannot be combined with captures or LLM-side interventions yet: those index positions of the
-full sequence, which no longer exist after layer K.
+matrix is kept). FastV installs its hooks through the run's `HookSession` (`FastV.install`, called by the capture
+session) and hands back its decision as a value (`LLMDrop`). It cannot be combined with captures or LLM-side
+interventions yet: those index positions of the full sequence, which no longer exist after layer K.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
+from ..capture.results import LLMDrop
 from ..errors import OmniLabInputError
+from ..presets import layers
 
 
 def received_attention(q: torch.Tensor, k: torch.Tensor, scale: float, block: int = 256) -> torch.Tensor:
@@ -72,47 +74,69 @@ class FastV:
         """Media tokens kept after the layer, of `candidates` competing ones."""
         return max(1, int(candidates * (1 - self.rate))) if candidates else 0
 
-    @contextmanager
-    def installed(self, model, position_modality: np.ndarray):
-        """Hook layer `layer` for one run; yields a dict that receives `keep` (bool per prompt position) and
-        `scores` (float per prompt position, NaN for non-candidates) after the prefill."""
-        pattern = model.config.text_config.hybrid_override_pattern
-        if not 0 <= self.layer < len(pattern) or pattern[self.layer] != "*":
-            attention = [i for i, kind in enumerate(pattern) if kind == "*"]
+    def install(self, hooks, model) -> FastVHook:
+        """Register FastV's hooks on `hooks` (a `capture.hooks.HookSession`) for one run.
+
+        Args:
+            hooks: the run's `HookSession`; leaving it removes FastV's hooks with the others.
+            model: transformers' `NemotronH_Omni_Reasoning_V3`.
+        Returns:
+            `FastVHook`: give it the prompt positions' modalities (`set_positions`) before the prefill; its
+            `decision()` is the `LLMDrop` once the prefill has run.
+        Raises:
+            OmniLabInputError: `layer` is not an attention layer of this model.
+        """
+        attention = [info.index for info in layers(model) if info.kind == "attention"]
+        if self.layer not in attention:
             raise OmniLabInputError(f"FastV layer {self.layer} is not an attention layer; those are {attention}")
-        block = model.language_model.model.layers[self.layer]
-        mixer = block.mixer
-        record: dict = {}
-        projected: dict = {}
+        return FastVHook(self, model.language_model.model.layers[self.layer], hooks)
 
-        def on_q(module, inputs, output):
-            projected["q"] = output
 
-        def on_k(module, inputs, output):
-            projected["k"] = output
+class FastVHook:
+    """FastV's hooks for one run: read the layer's queries and keys, cut the sequence after the layer at the
+    prefill, and keep the decision.
 
-        def on_block(module, inputs, output):
-            if "keep" in record or output.shape[1] != len(position_modality):
-                return None  # decoding: the prefill already decided
-            head_dim = mixer.head_dim
-            q = projected["q"].reshape(1, output.shape[1], -1, head_dim).transpose(1, 2)
-            k = projected["k"].reshape(1, output.shape[1], -1, head_dim).transpose(1, 2)
-            received = received_attention(q, k, mixer.scaling).cpu().numpy()
-            candidates = np.isin(position_modality, self.modalities)
-            keep = np.ones(len(position_modality), dtype=bool)
-            chosen = np.flatnonzero(candidates)
-            order = chosen[np.argsort(-received[chosen], kind="stable")]
-            keep[order[self.budget(len(chosen)) :]] = False
-            record["keep"], record["scores"] = keep, np.where(candidates, received, np.nan)
-            return output[:, torch.from_numpy(keep).to(output.device)]
+    Args:
+        reducer: the `FastV`.
+        block: the decoder layer `reducer.layer` (its mixer is an attention mixer).
+        hooks: the `HookSession` to register on.
+    """
 
-        handles = [
-            mixer.q_proj.register_forward_hook(on_q),
-            mixer.k_proj.register_forward_hook(on_k),
-            block.register_forward_hook(on_block),
-        ]
-        try:
-            yield record
-        finally:
-            for handle in handles:
-                handle.remove()
+    def __init__(self, reducer: FastV, block, hooks):
+        self.reducer, self.block = reducer, block
+        self.position_modality: np.ndarray | None = None
+        self._projected: dict = {}
+        self._decision: LLMDrop | None = None
+        hooks.on_output(block.mixer.q_proj, self._on_projection("q"))
+        hooks.on_output(block.mixer.k_proj, self._on_projection("k"))
+        hooks.on_output(block, self._on_block)
+
+    def set_positions(self, position_modality: np.ndarray) -> None:
+        """The modality of each prompt position the LLM will see (the token map's kept rows in position order)."""
+        self.position_modality = np.asarray(position_modality)
+
+    def decision(self) -> LLMDrop | None:
+        """Which prompt positions stay after the layer, and their scores; None before the prefill."""
+        return self._decision
+
+    def _on_projection(self, key: str):
+        def hook(module, inputs, output):
+            self._projected[key] = output
+
+        return hook
+
+    def _on_block(self, module, inputs, output):
+        modality = self.position_modality
+        if self._decision is not None or modality is None or output.shape[1] != len(modality):
+            return None  # decoding: the prefill already decided
+        reducer, mixer = self.reducer, self.block.mixer
+        q = self._projected.pop("q").reshape(1, output.shape[1], -1, mixer.head_dim).transpose(1, 2)
+        k = self._projected.pop("k").reshape(1, output.shape[1], -1, mixer.head_dim).transpose(1, 2)
+        received = received_attention(q, k, mixer.scaling).cpu().numpy()  # (L,)
+        candidates = np.isin(modality, reducer.modalities)
+        keep = np.ones(len(modality), dtype=bool)
+        chosen = np.flatnonzero(candidates)
+        order = chosen[np.argsort(-received[chosen], kind="stable")]
+        keep[order[reducer.budget(len(chosen)) :]] = False
+        self._decision = LLMDrop(reducer.layer, keep, np.where(candidates, received, np.nan))
+        return output[:, torch.from_numpy(keep).to(output.device)]

@@ -1,12 +1,24 @@
 """Studies over many runs: what token reduction costs, what pruned tokens would have contributed, how routing moves.
 
-Each study returns a pandas DataFrame, shows a progress bar, can write its rows to SQLite or Parquet (`out=`), and
-encodes each prompt's media once.
+Each study shows a progress bar, can write its rows to SQLite or Parquet (`out=`) and encodes each prompt's media
+once. `sweep` and `routing_shift` return a pandas DataFrame; `reinsertion`, `pruned_contribution` and
+`expert_specialization` return small typed results (`ReinsertionResult`, `ContributionResult`, `Specialization`)
+holding their tables and summary numbers.
 """
 
 from .contribution import pruned_contribution
 from .reinsertion import reinsertion
+from .results import ContributionResult, ReinsertionResult, Specialization
 from .routing import expert_specialization, routing_shift
 from .sweep import sweep
 
-__all__ = ["expert_specialization", "pruned_contribution", "reinsertion", "routing_shift", "sweep"]
+__all__ = [
+    "ContributionResult",
+    "ReinsertionResult",
+    "Specialization",
+    "expert_specialization",
+    "pruned_contribution",
+    "reinsertion",
+    "routing_shift",
+    "sweep",
+]

@@ -7,6 +7,7 @@ engine without rewriting it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -19,8 +20,31 @@ from ..errors import OmniLabInputError
 from ..reduction import Reduction
 
 
+def as_prompt(lab, prompt, reference: str | None = None):
+    """The `Prompt` a study runs: a `Prompt` as given, or a string through `lab.prompt`; never mutated.
+
+    Args:
+        lab: the `Lab`.
+        prompt: a `Prompt` (from `lab.prompt(...)`) or a string (a text-only prompt).
+        reference: an expected answer to attach; a given `Prompt` is then copied (`dataclasses.replace`), so the
+            caller's object keeps its own `reference`.
+    Returns:
+        `Prompt`.
+    """
+    from ..prompt import Prompt
+
+    if isinstance(prompt, str):
+        return lab.prompt(prompt, reference=reference)
+    if isinstance(prompt, Prompt):
+        return prompt if reference is None else dataclasses.replace(prompt, reference=reference)
+    raise OmniLabInputError(
+        f"a study takes a Prompt (from lab.prompt(...)) or a string, got {type(prompt).__name__}; build it with "
+        "lab.prompt(text, images=..., video=..., audio=..., reference=...)"
+    )
+
+
 def as_prompts(lab, prompts) -> list:
-    """Prompts from `Prompt`s, strings, or (prompt, reference) pairs."""
+    """Prompts from `Prompt`s, strings, or (prompt, reference) pairs (the caller's prompts are left as they are)."""
     from ..prompt import Prompt
 
     if isinstance(prompts, (Prompt, str)):
@@ -28,12 +52,9 @@ def as_prompts(lab, prompts) -> list:
     out = []
     for entry in prompts:
         if isinstance(entry, tuple) and len(entry) == 2:
-            prompt, reference = entry
-            prompt = lab._as_prompt(prompt)
-            prompt.reference = reference
+            out.append(as_prompt(lab, entry[0], reference=entry[1]))
         else:
-            prompt = lab._as_prompt(entry)
-        out.append(prompt)
+            out.append(as_prompt(lab, entry))
     if not out:
         raise OmniLabInputError("a study needs at least one prompt")
     return out
@@ -75,7 +96,7 @@ def unreduced_baseline(lab, prompt, reducer, study: str) -> Baseline:
     """Encode `prompt` once, run it unreduced, and pick the target token; refuse a reducer that reduces nothing."""
     from ..forward import resolve_reducers
 
-    prompt = lab._as_prompt(prompt)
+    prompt = as_prompt(lab, prompt)
     reducers = resolve_reducers(reducer, lab.config)
     if not reducers:
         raise OmniLabInputError(f"{study} needs a reducer that acts on this prompt's media")

@@ -12,24 +12,26 @@ import numpy as np
 
 from ..capture.interventions import ablate_tokens
 from .common import kl_divergence, margin, progress, unreduced_baseline, write_rows
+from .results import ContributionResult
+
+TOKEN_COLUMNS = ["row", "modality", "item", "tubelet", "row_in_grid", "col_in_grid", "score", "dropped", "effect", "kl"]
 
 
 def pruned_contribution(
     lab, prompt, reducer, *, max_tokens: int = 96, seed: int = 0, progress_bar: bool = True, out=None
-):
+) -> ContributionResult:
     """Causal effect of the tokens a reducer drops vs keeps, and how well its scores rank that effect.
 
     Args:
         lab: the `Lab`.
-        prompt: a `Prompt` (its `reference`, when set, is the target answer).
+        prompt: a `Prompt` (its `reference`, when set, is the target answer) or a string.
         reducer: a reducer object or {modality: reducer}.
         max_tokens: at most this many single-token ablations (an even random sample, seeded).
-        progress_bar, out: as in `sweep`.
+        seed: seed of that sample.
+        progress_bar, out: as in `sweep` (`out` receives the per-token rows).
     Returns:
-        DataFrame, one row per single-token ablation: row, modality, item, tubelet, row_in_grid, col_in_grid, score,
-        dropped, effect (|Δ margin|), kl. `frame.attrs["summary"]` holds: dropped_set_effect, kept_set_effect (|Δ
-        margin| when all dropped / all kept tokens are ablated at once), their KLs, dropped, kept, and spearman (rank
-        correlation of score with effect).
+        `ContributionResult`: `.tokens` (one row per single-token ablation), the dropped / kept set effects and
+        KLs, `.spearman`, the decision's token map and `.row_scores()`.
     """
     import pandas as pd
 
@@ -37,7 +39,8 @@ def pruned_contribution(
     prompt, reducers, encoded, target = baseline.prompt, baseline.reducers, baseline.encoded, baseline.target
     reference_logits = baseline.full.logits[0]
     base_margin = margin(reference_logits, target)
-    decision = lab.run(prompt, max_new_tokens=0, reducer=reducer, encoded=encoded).token_map.df
+    decision_map = lab.prepare(prompt, reducer=reducer, encoded=encoded).token_map  # merge + reduce, no LLM
+    decision = decision_map.df
     media = decision[decision.modality.isin(list(reducers))]
     dropped_rows = media.index[~media.kept].to_numpy()
     kept_rows = media.index[media.kept].to_numpy()
@@ -84,17 +87,20 @@ def pruned_contribution(
         )
         bar.update()
     bar.close()
-    frame = pd.DataFrame(rows)
-    scored = frame.dropna(subset=["score"])
+    tokens = pd.DataFrame(rows, columns=TOKEN_COLUMNS)
+    scored = tokens.dropna(subset=["score"])
     spearman = float(scored.score.rank().corr(scored.effect.rank())) if len(scored) > 2 else float("nan")
-    frame.attrs["summary"] = {
-        "dropped": int(len(dropped_rows)),
-        "kept": int(len(kept_rows)),
-        "dropped_set_effect": dropped_effect,
-        "kept_set_effect": kept_effect,
-        "dropped_set_kl": dropped_kl,
-        "kept_set_kl": kept_kl,
-        "spearman": spearman,
-    }
-    write_rows(frame, out, "pruned_contribution")
-    return frame
+    write_rows(tokens, out, "pruned_contribution")
+    return ContributionResult(
+        tokens=tokens,
+        token_map=decision_map,
+        target=target,
+        target_token=lab.tokenizer.decode([target]),
+        dropped=int(len(dropped_rows)),
+        kept=int(len(kept_rows)),
+        dropped_set_effect=dropped_effect,
+        kept_set_effect=kept_effect,
+        dropped_set_kl=dropped_kl,
+        kept_set_kl=kept_kl,
+        spearman=spearman,
+    )

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import OmniLabInputError
 from .common import KeepMask, keep_masks_from, margin, progress, unreduced_baseline, write_rows
+from .results import ReinsertionResult
 
 GROUPINGS = ("frame", "region", "topk")
 
@@ -26,6 +27,7 @@ def _pruned_groups(token_map, modalities, groups: str, k: int, regions: int) -> 
             (f"top {start + 1}-{min(start + k, len(order))}", order.index[start : start + k].to_numpy())
             for start in range(0, len(order), k)
         ]
+    cells = token_map.region_of(regions) if groups == "region" else None  # (rows, 2)
     labelled = []
     for (modality, item), group in pruned.groupby(["modality", "item"], sort=False):
         if groups == "frame" and modality == "video":
@@ -33,15 +35,11 @@ def _pruned_groups(token_map, modalities, groups: str, k: int, regions: int) -> 
                 frames = rows.frames.iloc[0]
                 labelled.append((f"video {item} tubelet {tubelet} frames {frames}", rows.index.to_numpy()))
         elif groups == "region" and modality in ("image", "video"):
-            item_rows = df[(df.modality == modality) & (df["item"] == item)]
-            height, width = int(item_rows["row"].max()) + 1, int(item_rows["col"].max()) + 1
-            cell = (
-                (group["row"] * regions // height).astype(int).astype(str)
-                + ","
-                + (group["col"] * regions // width).astype(int).astype(str)
-            )
-            for name, rows in group.groupby(cell, sort=True):
-                labelled.append((f"{modality} {item} region {name}", rows.index.to_numpy()))
+            rows = group.index.to_numpy()
+            region_row, region_col = cells[rows, 0], cells[rows, 1]
+            for cell_row, cell_col in sorted(set(zip(region_row.tolist(), region_col.tolist(), strict=True))):
+                members = rows[(region_row == cell_row) & (region_col == cell_col)]
+                labelled.append((f"{modality} {item} region {cell_row},{cell_col}", members))
         else:
             labelled.append((f"{modality} {item}", group.index.to_numpy()))
     return labelled
@@ -49,19 +47,22 @@ def _pruned_groups(token_map, modalities, groups: str, k: int, regions: int) -> 
 
 def reinsertion(
     lab, prompt, reducer, groups: str = "frame", *, k: int = 16, regions: int = 2, progress_bar: bool = True, out=None
-):
+) -> ReinsertionResult:
     """Restore the reducer's pruned tokens one group at a time; report the change in the answer's margin.
 
     Args:
         lab: the `Lab`.
-        prompt: a `Prompt` (its `reference`, when set, is the target answer).
+        prompt: a `Prompt` (its `reference`, when set, is the target answer) or a string.
         reducer: the reducer whose pruning is examined (a reducer object or {modality: reducer}).
-        groups: "frame" (video tubelets), "region" (a `regions` x `regions` grid per image / tubelet) or "topk"
-            (the pruned tokens in the reducer's score order, k at a time).
-        progress_bar, out: as in `sweep`.
+        groups: "frame" (video tubelets), "region" (a `regions` x `regions` grid per image / video, every tubelet
+            of a video sharing it: `TokenMap.region_of`) or "topk" (the pruned tokens in the reducer's score
+            order, k at a time).
+        k, regions: group sizes for "topk" and "region".
+        progress_bar, out: as in `sweep` (`out` receives `.groups`).
     Returns:
-        DataFrame: group, tokens_restored, margin, delta_margin (vs the reduced run), recovered (share of the
-        margin lost to the reduction that this group brings back); first rows "unreduced" and "reduced".
+        `ReinsertionResult`: `.groups` (group, tokens_restored, margin, delta_margin vs the reduced run,
+        recovered: the share of the margin lost to the reduction that the group brings back; first rows
+        "unreduced" and "reduced"), `.group_rows`, the reduced run's token map and `.row_scores()`.
     """
     import pandas as pd
 
@@ -109,6 +110,11 @@ def reinsertion(
         bar.update()
     bar.close()
     frame = pd.DataFrame(rows)
-    frame.attrs["target_token"] = lab.tokenizer.decode([target])
     write_rows(frame, out, "reinsertion")
-    return frame
+    return ReinsertionResult(
+        groups=frame,
+        group_rows={label: group_rows for label, group_rows in labelled},
+        token_map=reduced.token_map,
+        target=target,
+        target_token=lab.tokenizer.decode([target]),
+    )

@@ -9,7 +9,10 @@ is a strong baseline; any claim about a reducer needs it).
 
 from __future__ import annotations
 
+import inspect
+
 from ..errors import OmniLabInputError
+from ..reduction import Reducer
 from .common import as_prompts, is_correct, kept_counts, kl_divergence, progress, write_rows
 
 COLUMNS = [
@@ -56,11 +59,47 @@ def describe(run, reducer, baseline) -> dict:
     }
 
 
-def _make(factory, rate):
+def _make(factory, rate: float):
+    """The reducer `factory` builds for `rate`: `factory(rate=rate)` when its signature takes a `rate` keyword,
+    else `factory(rate)`. Decided from the signature, so an error raised inside the factory surfaces as it is.
+
+    Args:
+        factory: a reducer class (e.g. `ol.reducers.EVS`) or a callable `rate -> reducer`.
+        rate: the fraction of tokens to drop.
+    Returns:
+        the reducer.
+    """
+    if not isinstance(factory, type) and isinstance(factory, Reducer):
+        raise OmniLabInputError(
+            f"sweep takes reducer classes or callables rate -> reducer, got the reducer {factory!r}; pass its class "
+            f"(e.g. ol.reducers.{type(factory).__name__}) or a lambda rate: ..."
+        )
+    if not callable(factory):
+        raise OmniLabInputError(
+            f"sweep's reducers must be reducer classes or callables rate -> reducer, got {factory!r}"
+        )
     try:
-        return factory(rate=rate)
-    except TypeError:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins and C extensions have no signature: call positionally
         return factory(rate)
+    parameters = signature.parameters
+    kinds = {parameter.kind for parameter in parameters.values()}
+    takes_keyword = (
+        "rate" in parameters
+        and parameters["rate"].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ) or (
+        inspect.Parameter.VAR_KEYWORD in kinds
+        and not kinds & {inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD}
+    )
+    arguments = ((), {"rate": rate}) if takes_keyword else ((rate,), {})
+    try:
+        signature.bind(*arguments[0], **arguments[1])
+    except TypeError as error:
+        raise OmniLabInputError(
+            f"sweep cannot call the reducer factory {factory!r} with a rate ({error}); give a reducer class taking "
+            "`rate` or a callable rate -> reducer"
+        ) from None
+    return factory(*arguments[0], **arguments[1])
 
 
 def sweep(
@@ -79,7 +118,8 @@ def sweep(
     Args:
         lab: the `Lab`.
         prompts: `Prompt`s (with `reference=` for accuracy), strings, or (prompt, reference) pairs.
-        reducers: reducer classes taking `rate` (e.g. `ol.reducers.EVS`) or callables `rate -> reducer`.
+        reducers: reducer classes taking `rate` (e.g. `ol.reducers.EVS`) or callables `rate -> reducer` (called
+            `factory(rate=rate)` when their signature has a `rate` keyword, else `factory(rate)`).
         rates: fractions of tokens to drop.
         max_new_tokens: answer length.
         seed: seed of the RandomDrop controls.
@@ -97,6 +137,7 @@ def sweep(
     if not reducers:
         raise OmniLabInputError("sweep needs at least one reducer")
     rates = [float(rate) for rate in rates]
+    made = [[_make(factory, rate) for rate in rates] for factory in reducers]  # every factory error before any run
     rows = []
     bar = progress(len(prompts) * (1 + 2 * len(reducers) * len(rates)), "sweep", progress_bar)
     for index, prompt in enumerate(prompts):
@@ -104,9 +145,8 @@ def sweep(
         baseline = lab.run(prompt, max_new_tokens=max_new_tokens, reducer=None, return_logits=True, encoded=encoded)
         rows.append({"prompt": index, "rate": 0.0, "control_for": None, **describe(baseline, None, baseline)})
         bar.update()
-        for factory in reducers:
-            for rate in rates:
-                reducer = _make(factory, rate)
+        for row_of_reducers in made:
+            for rate, reducer in zip(rates, row_of_reducers, strict=True):
                 rows.append(
                     {
                         "prompt": index,

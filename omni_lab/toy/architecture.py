@@ -1,6 +1,6 @@
 """The toy twin's architecture: transformers' `NemotronH_Omni_Reasoning_V3` at a few million parameters.
 
-Every mechanism of the release is kept (../../shared/reference/model_spec.md §2-6): a 10-layer hybrid LLM
+Every mechanism of the release is kept (docs/model_layout.md §2-6): a 10-layer hybrid LLM
 `MEM*EMEM*E` with Mamba-2, MoE (16 routed experts, top-2, a shared expert, sigmoid router with correction bias,
 routed scaling 2.5, ReLU^2) and NoPE GQA attention; a RADIO ViT with CPE, CLS + register tokens, the separate
 2-frame tubelet video embedder, 2x2 pixel shuffle and the RMSNorm-ReLU^2 projector; a Parakeet FastConformer with 8x
@@ -10,7 +10,15 @@ depthwise-striding subsampling of 128-bin mel features and its own projector. Th
 
 from __future__ import annotations
 
-from ..presets import Preset, _audio, _images, _text, _videos, _vision, build_config
+from ..presets import (
+    Preset,
+    audio_config,
+    build_config,
+    image_processor_config,
+    text_config,
+    video_processor_config,
+    vision_config,
+)
 from .vocabulary import VOCAB_SIZE
 
 TWIN_PATTERN = "MEM*EMEM*E"
@@ -18,7 +26,7 @@ PATCHES_PER_FRAME = 64  # 128 x 128 px in 16-px patches
 
 TWIN = Preset(
     name="twin",
-    text=_text(
+    text=text_config(
         hidden=128,
         pattern=TWIN_PATTERN,
         heads=4,
@@ -36,11 +44,11 @@ TWIN = Preset(
         context=4096,
         chunk=64,
     ),
-    vision=_vision(hidden=96, layers=3, heads=4, max_img_size=128, cls_tokens=2, registers=2),
-    audio=_audio(hidden=64, layers=2, heads=2, intermediate=128, sub_channels=16, projection_hidden=256),
+    vision=vision_config(hidden=96, layers=3, heads=4, max_img_size=128, cls_tokens=2, registers=2),
+    audio=audio_config(hidden=64, layers=2, heads=2, intermediate=128, sub_channels=16, projection_hidden=256),
     projector_hidden_size=384,
-    image_processor=_images(PATCHES_PER_FRAME, PATCHES_PER_FRAME, 4096),
-    video_processor=_videos(PATCHES_PER_FRAME),
+    image_processor=image_processor_config(PATCHES_PER_FRAME, PATCHES_PER_FRAME, 4096),
+    video_processor=video_processor_config(PATCHES_PER_FRAME),
     notes="the toy twin trained on ShapesWorld (omni_lab.toy)",
 )
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .. import forward
@@ -66,7 +65,7 @@ def prepare(lab, examples: list[Example]) -> list[PreparedExample]:
 def encode_batch(model, prompts: list) -> list[forward.EncodedMedia]:
     """Encode the media of many prompts in one call per modality; returns each prompt's `EncodedMedia`."""
     device = model.get_input_embeddings().weight.device
-    encoded = [forward.EncodedMedia() for _ in prompts]
+    encoded = [forward.EncodedMedia(prompt) for prompt in prompts]
     with_images = [i for i, p in enumerate(prompts) if p.images]
     if with_images:
         pixels = torch.cat([prompts[i].inputs["pixel_values"] for i in with_images]).to(device)
@@ -160,8 +159,3 @@ def answer_logits(model, batch: Batch) -> torch.Tensor:
     language_model = model.language_model
     hidden = language_model.model(inputs_embeds=batch.embeds).last_hidden_state  # (B, L, D)
     return language_model.lm_head(hidden[batch.loss_rows, batch.loss_positions])
-
-
-def sequence_lengths(prepared: list[PreparedExample]) -> np.ndarray:
-    """Prompt + answer length of each prepared example (before any EVS pruning)."""
-    return np.array([len(item.prompt) + len(item.target_ids) - 1 for item in prepared])

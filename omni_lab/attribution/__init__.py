@@ -1,0 +1,1 @@
+"""Attribution with captum, mapped through the token map (scratch export; rewritten below)."""

@@ -1,0 +1,285 @@
+"""Attention mass and Mamba mass: the share of each query's attention (or Mamba-2 weight) that falls into each segment.
+
+The prompt's mass is computed inside the hooks, with the prompt's segments and query groups, so the queries' tensors
+never pile up. For generated tokens the keys (attention) or Δ, B (Mamba) are kept and the rows of the generated
+queries are computed once at the end, from the same kernels (omni_lab.kernels: `pooled_attention_mass`,
+`ssd_pooled_mass`) with the query offset, never re-running the prompt. The Mamba weights come from the SSD form
+`y_t = Σ_s C_t·B_s · exp(Σ_{r=s+1..t} Δ_r A) · Δ_s · x_s`, with Δ, B, C rebuilt from the layer's `in_proj` output
+as transformers computes them (depthwise causal conv + SiLU with the conv state carried across calls, softplus Δ).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from ..errors import OmniLabInputError
+from ..presets import layers
+from .capturer import FLOAT_BYTES, Capturer
+from .results import ModalityMass
+from .segments import query_groups, segment_positions
+
+
+class MambaInputs:
+    """A Mamba-2 layer's `(conv, dt, B, C)` per forward call, from its `in_proj` output, as the model computes them.
+
+    Keeps the last `conv_kernel - 1` conv inputs between calls (the model's conv state), so a generated token's
+    conv sees the tokens before it.
+    """
+
+    def __init__(self, mixer):
+        self.mixer = mixer
+        self.window = None  # (1, k - 1, conv_dim) conv inputs of the previous call(s)
+
+    def __call__(self, projected: torch.Tensor):
+        """Returns `conv` `(1, L, conv_dim)`, `dt` `(1, L, H)` float32, `B`, `C` `(1, L, G, N)`."""
+        from transformers.models.nemotron_h.modeling_nemotron_h import causal_conv1d_fn
+
+        mixer = self.mixer
+        _, xbc, dt = projected.split([mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1)
+        xbc = xbc.detach()
+        window = xbc if self.window is None else torch.cat([self.window, xbc], dim=1)  # (1, k-1+L, conv_dim)
+        conv = causal_conv1d_fn(
+            window.transpose(1, 2), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, activation=mixer.activation
+        ).transpose(1, 2)[:, -xbc.shape[1] :]  # (1, L, conv_dim)
+        self.window = window[:, -(mixer.conv_kernel_size - 1) :]
+        size = mixer.n_groups * mixer.ssm_state_size
+        _, B, C = conv.split([mixer.intermediate_size, size, size], dim=-1)
+        dt = torch.nn.functional.softplus(dt.detach().float() + mixer.dt_bias.float())
+        low, high = mixer.time_step_limit
+        if (low, high) != (0.0, float("inf")):
+            dt = dt.clamp(low, high)
+        shape = (1, -1, mixer.n_groups, mixer.ssm_state_size)
+        return conv, dt, B.reshape(shape), C.reshape(shape)
+
+
+class MassCapture(Capturer):
+    """Shared part of the attention and Mamba mass capturers (`specs.MassSpec`): layers, segments, query groups,
+    assembling prompt and generated rows, the memory estimate."""
+
+    block = 128  # query block of the kernel's transient buffers
+
+    def __init__(self, spec, model, calls):
+        super().__init__(spec, model, calls)
+        available = [info.index for info in layers(model) if info.kind == spec.kind]
+        chosen = available if spec.layers is None else list(spec.layers)
+        wrong = sorted(set(chosen) - set(available))
+        if wrong:
+            raise OmniLabInputError(f"{spec.name} layers {wrong} are not {spec.kind} layers; those are {available}")
+        self.layers = chosen
+        self.segments = None  # the prompt's Segmentation
+        self.groups: np.ndarray | None = None  # query group of each prompt position (-1: none), None: no grouping
+        self.group_names: list[str] = []
+        self.generated_group: int | None = None  # the group generated queries join (None: they get no row)
+        self.prompt_positions = 0
+        self.prompt_mass: dict[int, torch.Tensor] = {}  # layer -> (H, Lp or groups, Sp)
+        self.history: dict[int, list] = defaultdict(list)  # layer -> per call: keys (attention) or (Δ, B) (Mamba)
+        self.queries: dict[int, list] = defaultdict(list)  # layer -> generated queries (q or C)
+
+    @property
+    def heads(self) -> int:
+        raise NotImplementedError
+
+    def set_token_map(self, token_map) -> None:
+        spec = self.spec
+        self.segments = segment_positions(token_map, spec.segments, spec.window_seconds, spec.regions)
+        self.groups, self.group_names, self.generated_group = query_groups(token_map, spec.queries)
+        self.prompt_positions = token_map.num_positions
+
+    def _pooling(self, device) -> dict:
+        """Kernel arguments of the prompt's pooling: segment ids and (when grouped) query groups."""
+        groups = self.groups
+        return {
+            "segment_ids": torch.from_numpy(self.segments.ids)[None].to(device),
+            "num_segments": self.segments.count,
+            "query_groups": None if groups is None else torch.from_numpy(groups)[None].to(device),
+            "num_query_groups": None if groups is None else len(self.group_names),
+        }
+
+    def _no_prompt_queries(self, heads: int) -> torch.Tensor | None:
+        """Zero rows when grouping left no prompt position as a query, else None."""
+        if self.groups is not None and (self.groups < 0).all():
+            return torch.zeros(heads, len(self.group_names), self.segments.count)
+        return None
+
+    def _generated_rows(self, layer: int, segment_ids: torch.Tensor, num_segments: int) -> torch.Tensor:
+        """`(H, G, S)` mass rows of the G generated queries."""
+        raise NotImplementedError
+
+    def finish(self, token_map) -> ModalityMass:
+        spec = self.spec
+        final = segment_positions(token_map, spec.segments, spec.window_seconds, spec.regions)
+        generated = self.calls.seen - self.prompt_positions
+        extra_segments = final.count - self.segments.count
+        grouped = self.groups is not None
+        segment_ids = torch.from_numpy(final.ids[: self.calls.seen])[None]  # the last generated token is never fed
+        result = {}
+        for layer in self.layers:
+            mass = torch.nn.functional.pad(self.prompt_mass[layer], (0, extra_segments))  # (H, Lp or Q, S)
+            if generated > 0 and (not grouped or self.generated_group is not None):
+                rows = self._generated_rows(layer, segment_ids, final.count)  # (H, G, S)
+                if grouped:
+                    mass[:, self.generated_group] += rows.sum(1)
+                else:
+                    mass = torch.cat([mass, rows], dim=1)
+            if grouped:
+                counts = np.bincount(self.groups[self.groups >= 0], minlength=len(self.group_names))
+                if self.generated_group is not None:
+                    counts[self.generated_group] += generated
+                mass = mass / torch.from_numpy(np.maximum(counts, 1)).float()[None, :, None]
+            result[layer] = mass
+        queries = list(self.group_names) if grouped else list(range(self.prompt_positions + generated))
+        options = {"segments": spec.segments, "queries": spec.queries}
+        return ModalityMass(spec.kind, result, final.labels, queries, token_map, options)
+
+    def estimate_bytes(self, prompt, max_new_tokens: int) -> int:
+        spec, token_map = self.spec, prompt.token_map
+        positions = len(token_map) + max_new_tokens
+        segments = segment_positions(token_map, spec.segments, spec.window_seconds, spec.regions).count + 1
+        if spec.queries is None or isinstance(spec.queries, str):
+            groups, names, _ = query_groups(token_map, spec.queries)
+            rows = positions if groups is None else len(names)
+        else:  # masks are checked against the reduced prompt when the run starts
+            rows = len(spec.queries) if isinstance(spec.queries, dict) else 1
+        kept = self.heads * rows * segments + self._history_elements(positions, max_new_tokens)
+        return (len(self.layers) * kept + self._transient_elements(segments)) * FLOAT_BYTES
+
+    def _history_elements(self, positions: int, generated: int) -> int:
+        raise NotImplementedError
+
+    def _transient_elements(self, segments: int) -> int:
+        raise NotImplementedError
+
+
+class AttentionMassCapture(MassCapture):
+    """Capturer for `capture=["attention_mass"]`: listens to `attn.q` and `attn.k` of each attention layer."""
+
+    block = 256
+
+    @property
+    def heads(self) -> int:
+        return self.text_config.num_attention_heads
+
+    def listeners(self):
+        pairs = []
+        for layer in self.layers:
+            on_query, on_key = self._listeners(layer)
+            pairs += [(f"llm.layers.{layer}.attn.q", on_query), (f"llm.layers.{layer}.attn.k", on_key)]
+        return pairs
+
+    def _listeners(self, layer: int):
+        """(on q_proj, on k_proj): q_proj runs first in transformers' attention, so a query waits for its keys."""
+        mixer = self.mixer(layer)
+        pending: dict = {}
+
+        def heads_first(projected):
+            heads = projected.shape[-1] // mixer.head_dim
+            return projected.detach().reshape(1, -1, heads, mixer.head_dim).transpose(1, 2)  # (1, H, L, D)
+
+        def on_query(projected):
+            pending["q"] = heads_first(projected)
+
+        def on_key(projected):
+            queries, keys = pending.pop("q"), heads_first(projected)
+            self.history[layer].append(keys)
+            if self.calls.step == 0:
+                self.prompt_mass[layer] = self._prompt_mass(queries, keys, mixer)
+            else:
+                self.queries[layer].append(queries)
+
+        return on_query, on_key
+
+    def _prompt_mass(self, queries, keys, mixer) -> torch.Tensor:
+        from omni_lab import kernels
+
+        empty = self._no_prompt_queries(queries.shape[1])
+        if empty is not None:
+            return empty
+        mass = kernels.pooled_attention_mass(
+            queries, keys, causal=True, scale=mixer.scaling, **self._pooling(queries.device)
+        )
+        return mass[0].float().cpu()  # (H, Lp or Qp, Sp)
+
+    def _generated_rows(self, layer, segment_ids, num_segments):
+        from omni_lab import kernels
+
+        keys = torch.cat(self.history[layer], dim=2)  # (1, Hkv, L, D)
+        queries = torch.cat(self.queries[layer], dim=2)  # (1, Hq, G, D)
+        mass = kernels.pooled_attention_mass(
+            queries,
+            keys,
+            segment_ids.to(keys.device),
+            num_segments=num_segments,
+            causal=True,
+            scale=self.mixer(layer).scaling,
+            query_start=self.prompt_positions,
+        )
+        return mass[0].float().cpu()
+
+    def _history_elements(self, positions, generated):
+        text = self.text_config
+        return (positions * text.num_key_value_heads + generated * self.heads) * text.head_dim if generated else 0
+
+    def _transient_elements(self, segments):
+        return self.heads * self.block * self.block * 2 + self.block * segments
+
+
+class MambaMassCapture(MassCapture):
+    """Capturer for `capture=["mamba_mass"]`: listens to `mamba.in_proj` of each Mamba layer."""
+
+    @property
+    def heads(self) -> int:
+        return self.text_config.mamba_num_heads
+
+    def listeners(self):
+        return [(f"llm.layers.{layer}.mamba.in_proj", self._listener(layer)) for layer in self.layers]
+
+    def _listener(self, layer: int):
+        mixer = self.mixer(layer)
+        inputs = MambaInputs(mixer)
+
+        def listen(projected):
+            _, dt, B, C = inputs(projected)
+            if self.calls.step == 0:
+                self.prompt_mass[layer] = self._prompt_mass(dt, -torch.exp(mixer.A_log.float()), B, C)
+            else:
+                self.queries[layer].append(C.float())
+            self.history[layer].append((dt, B.float()))
+
+        return listen
+
+    def _prompt_mass(self, dt, A, B, C) -> torch.Tensor:
+        from omni_lab import kernels
+
+        empty = self._no_prompt_queries(dt.shape[-1])
+        if empty is not None:
+            return empty
+        mass = kernels.ssd_pooled_mass(dt, A, B, C, signed=self.spec.signed, **self._pooling(dt.device))
+        return mass[0].float().cpu()  # (H, Lp or Qp, Sp)
+
+    def _generated_rows(self, layer, segment_ids, num_segments):
+        from omni_lab import kernels
+
+        dt = torch.cat([entry[0] for entry in self.history[layer]], dim=1)  # (1, L, H)
+        B = torch.cat([entry[1] for entry in self.history[layer]], dim=1)  # (1, L, G, N)
+        C = torch.cat(self.queries[layer], dim=1)  # (1, G_new, G, N)
+        mass = kernels.ssd_pooled_mass(
+            dt,
+            -torch.exp(self.mixer(layer).A_log.float()),
+            B,
+            C,
+            segment_ids.to(dt.device),
+            num_segments=num_segments,
+            signed=self.spec.signed,
+            query_start=self.prompt_positions,
+        )
+        return mass[0].float().cpu()
+
+    def _history_elements(self, positions, generated):
+        state = self.text_config.n_groups * self.text_config.ssm_state_size
+        return positions * (self.heads + state) + generated * state if generated else 0
+
+    def _transient_elements(self, segments):
+        return self.heads * self.block * self.block * 3

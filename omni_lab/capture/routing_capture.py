@@ -1,0 +1,77 @@
+"""Routing capture: the experts every MoE layer chose for every position, their weights, the shared expert's norm.
+
+Listens to `llm.layers.{i}.moe.router` (transformers' router returns `(logits, weights, indices)`: the top-k chosen
+with the correction bias, weighted by the unbiased sigmoid scores normalised and scaled) and
+`llm.layers.{i}.moe.shared`, call by call, so generated tokens append to the prompt's rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from ..presets import layers
+from .capturer import FLOAT_BYTES, Capturer
+from .results import Routing
+
+_INDEX_BYTES = 8
+
+
+class RoutingCapture(Capturer):
+    """Capturer for `capture=["routing"]` (`specs.RoutingSpec`)."""
+
+    def __init__(self, spec, model, calls):
+        super().__init__(spec, model, calls)
+        self.layers = [info for info in layers(model) if info.kind == "moe"]
+        self.state = {info.index: defaultdict(list) for info in self.layers}
+
+    def listeners(self):
+        pairs = []
+        for info in self.layers:
+            pairs.append((f"{info.hook_prefix}.router", self._on_router(info.index)))
+            pairs.append((f"{info.hook_prefix}.shared", self._on_shared(info.index)))
+        return pairs
+
+    def _on_router(self, layer: int):
+        state = self.state[layer]
+
+        def listen(router_output):
+            logits, weights, indices = router_output
+            state["experts"].append(indices.detach().cpu())
+            state["weights"].append(weights.detach().float().cpu())
+            if self.spec.scores:
+                state["scores"].append(logits.detach().float().sigmoid().cpu())
+
+        return listen
+
+    def _on_shared(self, layer: int):
+        state = self.state[layer]
+
+        def listen(output):
+            state["shared_norm"].append(output.detach().float().norm(dim=-1).reshape(-1).cpu())
+
+        return listen
+
+    def finish(self, token_map) -> Routing:
+        order = [info.index for info in self.layers]
+
+        def stack(key):
+            return torch.stack([torch.cat(self.state[layer][key]) for layer in order])
+
+        return Routing(
+            order,
+            stack("experts"),  # (layers, positions, k)
+            stack("weights"),
+            stack("shared_norm"),  # (layers, positions)
+            token_map,
+            int(self.text_config.n_routed_experts),
+            stack("scores") if self.spec.scores else None,  # (layers, positions, experts)
+        )
+
+    def estimate_bytes(self, prompt, max_new_tokens: int) -> int:
+        text = self.text_config
+        per_position = text.num_experts_per_tok * (_INDEX_BYTES + FLOAT_BYTES) + FLOAT_BYTES
+        if self.spec.scores:
+            per_position += text.n_routed_experts * FLOAT_BYTES
+        return len(self.layers) * (len(prompt.token_map) + max_new_tokens) * per_position

@@ -1,0 +1,205 @@
+"""The playground's Gradio app: `build_app(lab)` builds the Blocks, `launch(lab)` serves them.
+
+Layout: the question, image / video / audio inputs (audio from a file or the microphone), the thinking toggle, the
+reducer and its rate, max new tokens; the answer streamed token by token beside its stats; the token-reduction map,
+expert routing and modality attention panels; a gallery of ShapesWorld examples with their known answers.
+
+Programs use the one public endpoint, `/ask` (see `handlers.ask`):
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860/")
+    answer, stats, reduction, routing, attention = client.predict(
+        "What colour is the square?", handle_file("square.png"), None, None, "model", 0.5, 16, api_name="/ask")
+
+Serving: the queue lets one request at a time touch the model (concurrency limit 1, one concurrency group for
+every model event), holds at most `settings.queue_size` waiting requests, and each request stops at
+`settings.time_limit_s`; uploads over `settings.max_file_mb` are refused by gradio at upload and by the handler.
+The app binds to 127.0.0.1 and opens no share link unless asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import gradio as gr
+
+from . import handlers
+from .examples import load_examples
+
+CONCURRENCY_ID = "model"  # every event that runs the model joins this group: one request at a time
+DEFAULT_MAX_NEW_TOKENS = 16
+DEFAULT_RATE = 0.5
+
+
+def _header(lab) -> str:
+    info = f"**Model:** `{lab.source.spec}` on `{lab.device}` — layers `{lab.layer_pattern}`"
+    if handlers.is_shapesworld_model(lab):
+        info += (
+            " — the toy twin: it knows ShapesWorld only (coloured shapes, moving shapes, beeps). Pick an example "
+            "below, or upload a 128×128 picture or an 8 fps clip of shapes and ask about them."
+        )
+    return (
+        "# omni-lab playground\nAsk about text, an image, a video and audio; watch the answer stream, and see which "
+        "tokens reached the model, which experts they were routed to, and where the answer looked.\n\n" + info
+    )
+
+
+def build_app(lab, settings: handlers.PlaygroundSettings | None = None) -> gr.Blocks:
+    """Build the playground for one loaded model without launching it.
+
+    Args:
+        lab: the loaded `Lab` (every request runs on it, one at a time).
+        settings: limits and video sampling; default `handlers.default_settings(lab)`.
+    Returns:
+        `gr.Blocks` with the queue configured; `.launch()` it, or call `launch(lab)`.
+    """
+    settings = settings or handlers.default_settings(lab)
+    note = handlers.reasoning_note(lab, settings)
+    examples = load_examples()
+    with gr.Blocks(title="omni-lab playground", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        gr.Markdown(_header(lab))
+        with gr.Row():
+            with gr.Column(scale=1):
+                question = gr.Textbox(
+                    label="Question", placeholder="What colour is the square?", lines=2, elem_id="question"
+                )
+                with gr.Row():
+                    image = gr.Image(
+                        label="Image", type="filepath", sources=["upload"], height=200, elem_id="image-input"
+                    )
+                    video = gr.Video(label="Video (mp4, webm)", sources=["upload"], height=200, elem_id="video-input")
+                audio = gr.Audio(
+                    label="Audio (file or microphone)",
+                    type="filepath",
+                    sources=["upload", "microphone"],
+                    elem_id="audio-input",
+                )
+                thinking = gr.Checkbox(
+                    label="Thinking",
+                    value=False,
+                    interactive=note is None,
+                    info=note or "Let the model reason before it answers.",
+                )
+                with gr.Row():
+                    reducer = gr.Dropdown(
+                        label="Token reducer",
+                        choices=list(handlers.REDUCERS),
+                        value="model",
+                        info="model: the model's own EVS at its rate · none · video: evs, pixeldiff, uniform · "
+                        "image, video, audio: random, divprune · image, video: tome",
+                    )
+                    rate = gr.Slider(
+                        label="Rate (fraction of tokens dropped)",
+                        minimum=0.0,
+                        maximum=0.95,
+                        step=0.05,
+                        value=DEFAULT_RATE,
+                    )
+                max_new_tokens = gr.Slider(
+                    label="Max new tokens",
+                    minimum=1,
+                    maximum=settings.max_new_tokens,
+                    step=1,
+                    value=min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens),
+                )
+                with gr.Row():
+                    submit = gr.Button("Ask", variant="primary", elem_id="ask-button")
+                    clear = gr.ClearButton(value="Clear")
+            with gr.Column(scale=1):
+                answer = gr.Textbox(label="Answer", lines=2, interactive=False, elem_id="answer")
+                known_answer = gr.Textbox(
+                    label="Known answer (ShapesWorld ground truth of the chosen example)",
+                    interactive=False,
+                    elem_id="known-answer",
+                )
+                stats = gr.JSON(label="Stats: tokens per modality before / after reduction, timings", elem_id="stats")
+        with gr.Row(equal_height=True):
+            reduction_plot = gr.Plot(label="Token reduction map", elem_id="reduction-plot")
+            routing_plot = gr.Plot(label="Expert routing", elem_id="routing-plot")
+            attention_plot = gr.Plot(label="Modality attention and Mamba mass", elem_id="attention-plot")
+        gr.Examples(
+            examples=[
+                [example.question, example.image, example.video, example.audio, example.answer] for example in examples
+            ],
+            inputs=[question, image, video, audio, known_answer],
+            label="ShapesWorld examples (image, video, audio, video + audio, text) with their known answers",
+            examples_per_page=len(examples),
+            api_visibility="private",
+        )
+        inputs = [question, image, video, audio, reducer, rate, max_new_tokens, thinking]
+        outputs = [answer, stats, reduction_plot, routing_plot, attention_plot]
+        ask = functools.partial(handlers.ask, lab, settings)
+        common = {
+            "fn": ask,
+            "inputs": inputs,
+            "outputs": outputs,
+            "preprocess": False,  # uploads reach the handler as files, so a corrupt one gets a message of ours
+            "concurrency_limit": 1,
+            "concurrency_id": CONCURRENCY_ID,
+        }
+        submit.click(**common, api_name="ask", api_description=_API_DESCRIPTION)
+        question.submit(**common, api_visibility="private")
+        clear.add([question, image, video, audio, known_answer, *outputs])
+        for event in (question.input, image.upload, video.upload, audio.upload, audio.stop_recording):
+            event(_no_known_answer, None, known_answer, queue=False, api_visibility="private")
+    app.queue(default_concurrency_limit=1, max_size=settings.queue_size)
+    return app
+
+
+_API_DESCRIPTION = (
+    "Answer a question about optional image, video and audio files. Arguments: question, image, video, audio "
+    "(handle_file(path) or None), reducer (model | none | evs | pixeldiff | random | uniform | divprune | tome), rate "
+    "(fraction of tokens dropped, 0-0.95), max_new_tokens, thinking (optional, default False). Returns: answer, stats "
+    "(tokens per modality before/after reduction, timings, tokens per second), token-reduction map, expert routing "
+    "and modality attention figures (plotly)."
+)
+
+
+def _no_known_answer():
+    """Any new upload or typed question is no longer the chosen example: its known answer no longer applies."""
+    return ""
+
+
+def launch(
+    lab,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    max_file_mb: float | None = None,
+    settings: handlers.PlaygroundSettings | None = None,
+    block: bool = True,
+    quiet: bool = False,
+):
+    """Build and serve the playground.
+
+    Args:
+        lab: the loaded `Lab`.
+        host: interface to bind (127.0.0.1: this machine only).
+        port: TCP port.
+        share: open a public gradio.live link (only when asked).
+        max_file_mb: upload limit in MB (overrides `settings.max_file_mb`).
+        settings: playground limits; default `handlers.default_settings(lab)`.
+        block: keep serving until interrupted (False: return once the server is up, e.g. in tests).
+        quiet: do not print the URL.
+    Returns:
+        (`gr.Blocks`, local URL).
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    settings = settings or handlers.default_settings(lab)
+    if max_file_mb is not None:
+        settings = dataclasses.replace(settings, max_file_mb=float(max_file_mb))
+    app = build_app(lab, settings)
+    _, local_url, _ = app.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=settings.max_file_bytes,
+        show_error=True,
+        ssr_mode=False,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+    )
+    return app, local_url

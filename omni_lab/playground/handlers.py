@@ -1,0 +1,364 @@
+"""The playground's request handlers: uploads -> prompt -> streamed run -> answer, stats and figures.
+
+Every handler is a module-level function that takes the `Lab` (and the app's `PlaygroundSettings`) explicitly, so
+tests call them directly on the toy twin without a server (house style: no closures in `main()`). `ask` is the
+`/ask` endpoint: a generator that yields the answer as it is decoded, then the stats and the three figures.
+
+Uploads arrive as gradio's raw file payloads (`{"path": ..., "orig_name": ...}`; the event skips gradio's own
+preprocessing, which would fail on a corrupt image with a message about gradio internals) or, from Python, as
+paths. Each is checked against the upload size limit, then decoded by `omni_lab.media`; anything omni-lab cannot use
+(`OmniLabInputError`: corrupt, truncated, wrong type, too long for the frame budget, empty prompt) becomes a
+`gr.Error` naming the input by the name it was uploaded under, so the page and the API show the problem and the app
+keeps serving. Nothing is kept between requests: each request's prompt, run and figures live only in its own call.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from .. import media
+from ..errors import OmniLabInputError, OmniLabModelError
+from .figures import figures
+
+REDUCERS = ("model", "none", "evs", "pixeldiff", "random", "uniform", "divprune", "tome")
+REDUCER_HELP = {
+    "model": "the model's own EVS video pruning at its configured rate (rate slider unused)",
+    "none": "no reduction (rate slider unused)",
+    "evs": "EVS: drop temporally static video tokens",
+    "pixeldiff": "PixelDiff: drop video tokens whose pixels change least",
+    "random": "RandomDrop: drop a random subset of image, video and audio tokens",
+    "uniform": "UniformTemporal: keep every k-th video tubelet, k = round(1 / (1 - rate))",
+    "divprune": "DivPrune: keep a max-min diverse subset of image, video and audio tokens",
+    "tome": "ToMe: merge similar image and video tokens",
+}
+
+
+@dataclass(frozen=True)
+class PlaygroundSettings:
+    """Limits one playground applies to every request.
+
+    Attributes:
+        max_file_mb: largest accepted upload, in megabytes (10**6 bytes); also gradio's upload limit at launch.
+        fps: frames per second sampled from an uploaded video (None: every frame).
+        max_frames: the frame budget: a video that needs more frames at `fps` is refused, not silently thinned.
+        max_new_tokens: the largest `max_new_tokens` a request may ask for.
+        time_limit_s: a request still decoding after this many seconds is stopped with an error.
+        queue_size: requests that may wait for the model; more are turned away until the queue drains.
+        reasoning: whether the model can reason (the thinking toggle); None: decided from the model.
+    """
+
+    max_file_mb: float = 50.0
+    fps: float | None = 1.0
+    max_frames: int = 128
+    max_new_tokens: int = 512
+    time_limit_s: float = 120.0
+    queue_size: int = 64
+    reasoning: bool | None = None
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 10**6)
+
+
+def is_shapesworld_model(lab) -> bool:
+    """True for the toy twin and any checkpoint `omni-lab train-toy` wrote (its model card names ShapesWorld)."""
+    path = getattr(lab.source, "path", None)
+    if path is None:
+        return False
+    card = Path(path) / "README.md"
+    return card.is_file() and "ShapesWorld" in card.read_text(errors="ignore")[:2000]
+
+
+def default_settings(lab, **overrides) -> PlaygroundSettings:
+    """Settings that suit `lab`: ShapesWorld models see clips at their native 8 fps with a 16-frame budget (what they
+    were trained on); other models get NVIDIA's recipe, 1 fps and up to 128 frames.
+
+    Args:
+        lab: the loaded `Lab`.
+        overrides: any `PlaygroundSettings` field.
+    Returns:
+        `PlaygroundSettings`.
+    """
+    if is_shapesworld_model(lab):
+        from ..toy import shapesworld
+
+        values = {"fps": shapesworld.VIDEO_FPS, "max_frames": shapesworld.VIDEO_FRAMES[1], "max_new_tokens": 64}
+    else:
+        values = {"fps": 1.0, "max_frames": 128}
+    return PlaygroundSettings(**(values | overrides))
+
+
+def reasoning_note(lab, settings: PlaygroundSettings | None = None) -> str | None:
+    """Why the thinking toggle is off for this model, or None when the model can reason.
+
+    Args:
+        lab: the loaded `Lab`.
+        settings: `settings.reasoning` True/False overrides the guess from the model source.
+    Returns:
+        a sentence for the UI, or None.
+    """
+    if settings is not None and settings.reasoning is not None:
+        return None if settings.reasoning else "Thinking is turned off for this playground."
+    if lab.source.kind == "preset":
+        return f"{lab.source.spec} has random weights: there is no reasoning to show."
+    if is_shapesworld_model(lab):
+        return "The toy twin was trained on short ShapesWorld answers only; it has no reasoning mode."
+    return None
+
+
+def make_reducer(name: str, rate: float):
+    """The `lab.run(reducer=...)` value for a reducer name of the UI and the API.
+
+    Args:
+        name: one of `REDUCERS`.
+        rate: the fraction of tokens to drop, in [0, 1) (unused by "model" and "none").
+    Returns:
+        "model", None, a reducer object or {modality: reducer}.
+    Raises:
+        OmniLabInputError: unknown name or a rate outside [0, 1).
+    """
+    from .. import reducers
+
+    if name not in REDUCERS:
+        raise OmniLabInputError(f"reducer {name!r} is not one of {', '.join(REDUCERS)}")
+    if name == "model":
+        return "model"
+    if name == "none":
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
+        raise OmniLabInputError(f"rate is the fraction of tokens to drop and must be in [0, 1), got {rate!r}")
+    rate = float(rate)
+    if name == "uniform":
+        return reducers.UniformTemporal(keep_every=max(1, round(1.0 / (1.0 - rate))))
+    factory = {
+        "evs": reducers.EVS,
+        "pixeldiff": reducers.PixelDiff,
+        "random": reducers.RandomDrop,
+        "divprune": reducers.DivPrune,
+        "tome": reducers.ToMe,
+    }[name]
+    return factory(rate)
+
+
+# ------------------------------------------------------------------------------------------------------------ uploads
+def upload_path(kind: str, value) -> tuple[Path, str] | None:
+    """(server path, the name the user uploaded it under) of one upload, or None when nothing was given.
+
+    Args:
+        kind: "image", "video" or "audio" (for messages).
+        value: None, a path, or gradio's file payload (a dict with "path" and "orig_name").
+    Returns:
+        `(Path, display name)` or None.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, dict):
+        if isinstance(value.get("video"), dict):  # older gradio wraps a video as {"video": FileData, ...}
+            value = value["video"]
+        if not value.get("path"):
+            raise OmniLabInputError(f"the {kind} upload carries no file; upload it again")
+        path = Path(value["path"])
+        return path, str(value.get("orig_name") or path.name)
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value), Path(value).name
+    raise OmniLabInputError(f"the {kind} input takes a file, got {type(value).__name__}")
+
+
+def _checked(kind: str, value, settings: PlaygroundSettings) -> tuple[Path, str] | None:
+    upload = upload_path(kind, value)
+    if upload is None:
+        return None
+    path, name = upload
+    if not path.is_file():
+        raise OmniLabInputError(f"the {kind} file {name!r} is missing on the server; upload it again")
+    size = path.stat().st_size
+    if size > settings.max_file_bytes:
+        raise OmniLabInputError(
+            f"the {kind} file {name!r} is {size / 1e6:.1f} MB, over this playground's {settings.max_file_mb:g} MB "
+            f"upload limit; upload a smaller file (or start the playground with a larger --max-file-mb)"
+        )
+    return path, name
+
+
+def _renamed(error: OmniLabInputError, path: Path, name: str) -> OmniLabInputError:
+    """The same error with the server's temporary path replaced by the name the user knows."""
+    return OmniLabInputError(str(error).replace(repr(str(path)), repr(name)).replace(str(path), name))
+
+
+def load_uploads(image, video, audio, settings: PlaygroundSettings) -> dict:
+    """Decode and validate the uploads into `lab.prompt` keyword arguments.
+
+    Args:
+        image, video, audio: None, paths or gradio file payloads.
+        settings: the size limit, video fps and frame budget.
+    Returns:
+        {"images": [PIL.Image], "video": VideoClip, "audio": AudioClip} for the uploads given.
+    Raises:
+        OmniLabInputError: over the size limit, wrong type, corrupt or truncated, a video over the frame budget.
+    """
+    loaded = {}
+    for kind in ("image", "video", "audio"):
+        upload = _checked(kind, {"image": image, "video": video, "audio": audio}[kind], settings)
+        if upload is None:
+            continue
+        path, name = upload
+        try:
+            if kind == "image":
+                loaded["images"] = [media.load_image(path)]
+            elif kind == "video":
+                loaded["video"] = _load_video_in_budget(path, name, settings)
+            else:
+                loaded["audio"] = media.load_audio(path)
+        except OmniLabInputError as error:
+            raise _renamed(error, path, name) from None
+    return loaded
+
+
+def _load_video_in_budget(path: Path, name: str, settings: PlaygroundSettings):
+    # One frame past the budget tells "fits" from "too long" without decoding more than needed to know it.
+    clip = media.load_video(path, fps=settings.fps, max_frames=settings.max_frames + 1)
+    if clip.num_frames <= settings.max_frames:
+        return clip
+    rate = settings.fps or clip.fps or 1.0
+    seconds = (clip.frame_indices[-1] + 1) / clip.fps if clip.fps else None
+    lasts = f"lasts about {seconds:.1f} s and " if seconds else ""
+    sampling = f"at {rate:g} frames per second " if settings.fps or clip.fps else ""
+    raise OmniLabInputError(
+        f"the video {name!r} {lasts}needs more than {settings.max_frames} frames {sampling}— over this model's "
+        f"{settings.max_frames}-frame budget; trim it to at most {settings.max_frames / rate:.1f} s"
+    )
+
+
+def build_prompt(lab, settings: PlaygroundSettings, question: str, image=None, video=None, audio=None, thinking=False):
+    """The `Prompt` of one request, from its question and uploads.
+
+    Returns:
+        `Prompt`.
+    Raises:
+        OmniLabInputError: a bad upload, an empty prompt, thinking asked of a model without reasoning.
+    """
+    if question is not None and not isinstance(question, str):
+        raise OmniLabInputError(f"the question must be text, got {type(question).__name__}")
+    note = reasoning_note(lab, settings)
+    if thinking and note is not None:
+        raise OmniLabInputError(f"thinking=True: {note} Ask again with thinking off.")
+    uploads = load_uploads(image, video, audio, settings)
+    return lab.prompt(question or "", thinking=bool(thinking), **uploads)
+
+
+# ------------------------------------------------------------------------------------------------------------- stats
+def run_stats(lab, run, first_token_s: float | None, request_s: float) -> dict:
+    """The JSON-able stats shown beside an answer and returned by `/ask`.
+
+    Args:
+        lab: the `Lab` that ran.
+        run: its `Run`.
+        first_token_s: seconds from the start of the request to the first decoded token (None if none).
+        request_s: seconds the whole request took (figures included).
+    Returns:
+        `run.to_dict()` (answer, "tokens_before" / "tokens_after" per modality, "timings", "tokens_per_second",
+        reducers, captures) with "model", the share of media tokens kept, and "first_token_s" / "request_s" added
+        to the timings.
+    """
+    summary = run.to_dict()
+    media = ("image", "video", "audio")
+    before = sum(summary["tokens_before"].get(modality, 0) for modality in media)
+    after = sum(summary["tokens_after"].get(modality, 0) for modality in media)
+    if first_token_s is not None:
+        summary["timings"]["first_token_s"] = round(first_token_s, 4)
+    summary["timings"]["request_s"] = round(request_s, 4)
+    first = {"model": lab.source.spec, "answer": summary["answer"]}
+    first |= {key: summary[key] for key in ("tokens_before", "tokens_after", "tokens_total")}
+    first["media_tokens_kept_fraction"] = round(after / before, 4) if before else None
+    first |= {key: summary[key] for key in ("reducers", "timings", "tokens_per_second")}
+    return first | summary  # the headline figures first, then the rest of the run's summary
+
+
+def captures() -> list:
+    """What every playground run captures: expert routing, and attention and Mamba mass of the answer's queries."""
+    from .. import capture
+
+    return ["routing", capture.attention_mass(queries="answer"), capture.mamba_mass(queries="answer")]
+
+
+# ------------------------------------------------------------------------------------------------------------ asking
+def ask(
+    lab,
+    settings: PlaygroundSettings,
+    question: str,
+    image=None,
+    video=None,
+    audio=None,
+    reducer: str = "model",
+    rate: float = 0.5,
+    max_new_tokens: int = 16,
+    thinking: bool = False,
+):
+    """Answer one question about optional image, video and audio uploads, streaming the answer.
+
+    Args:
+        lab: the loaded `Lab`.
+        settings: the playground's limits.
+        question: the user's text.
+        image, video, audio: None, paths or gradio file payloads.
+        reducer: one of `REDUCERS`.
+        rate: fraction of tokens the reducer drops, in [0, 1).
+        max_new_tokens: 1 to `settings.max_new_tokens`.
+        thinking: let a reasoning model think first (refused for models without reasoning).
+    Yields:
+        (answer so far, stats, reduction figure, routing figure, attention figure): first a cleared set, then one
+        tuple per decoded token (the other outputs `gr.skip()`), then the final answer with everything filled in.
+    Raises:
+        gr.Error: any input problem (named), a model that cannot run, or the per-request time limit.
+    """
+    from ..lab import Run
+
+    started = time.perf_counter()
+    yield "", {}, None, None, None  # nothing of an earlier request stays on screen, also when this one fails
+    try:
+        max_new_tokens = _check_max_new_tokens(max_new_tokens, settings)
+        run_reducer = make_reducer(reducer, rate)
+        prompt = build_prompt(lab, settings, question, image, video, audio, thinking)
+        text = ""
+        first_token_s = None
+        run = None
+        stream = lab.stream(prompt, max_new_tokens=max_new_tokens, reducer=run_reducer, capture=captures())
+        try:
+            for item in stream:
+                if isinstance(item, Run):
+                    run = item
+                    break
+                text += item.text
+                if first_token_s is None:
+                    first_token_s = time.perf_counter() - started
+                if time.perf_counter() - started > settings.time_limit_s:
+                    raise OmniLabInputError(
+                        f"the answer was still being written after {settings.time_limit_s:g} s, this playground's "
+                        f"per-request time limit; ask for fewer new tokens or use shorter media"
+                    )
+                yield text, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        finally:
+            stream.close()
+        if run is None:
+            raise RuntimeError("the model's stream ended without its Run")
+        figure_set = figures(run)
+        stats = run_stats(lab, run, first_token_s, time.perf_counter() - started)
+    except (OmniLabInputError, OmniLabModelError) as error:
+        # gr.Error renders its message as HTML: escape <, > and & of user-given names, keep quotes readable
+        message = html.escape(str(error), quote=False)
+        raise gr.Error(message, title="Cannot answer this request", print_exception=False) from None
+    yield run.answer, stats, *figure_set
+
+
+def _check_max_new_tokens(value, settings: PlaygroundSettings) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise OmniLabInputError(f"max_new_tokens must be a whole number, got {value!r}")
+    if not 1 <= int(value) <= settings.max_new_tokens:
+        raise OmniLabInputError(f"max_new_tokens must be between 1 and {settings.max_new_tokens}, got {int(value)}")
+    return int(value)

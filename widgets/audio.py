@@ -1,0 +1,256 @@
+"""AudioTimeline: one audio clip's waveform and the log-mel features the encoder heard, its 80 ms tokens (kept, merged,
+pruned, with the reducer's score), and beneath them where the answer looked: attention / Mamba mass over the clip's
+segments, or an attribution over its tokens.
+
+Figure (`.figure()`), four rows on one time axis (zoom one, all follow):
+    waveform envelope, pruned spans shaded
+    log-mel features (the processor's own, 10 ms hop) with the token boundaries
+    tokens: a bar per 80 ms token, height = reducer score (1 when unscored), colour = kept / merged / pruned
+    mass per segment for the query (mean over layers and heads; per window with `segments="audio_window"`), or
+    the attribution's score per token when `attribution=` is given
+
+Live widget (`.widget()`): the figure with a query dropdown for the mass row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from omni_lab.errors import OmniLabInputError
+
+from . import data, render
+from .base import View
+
+MAX_SHADED_SPANS = 200
+MAX_BOUNDARIES = 1500
+KIND_COLOURS = {"attention": "#e6550d", "mamba": "#3182bd"}
+
+
+class AudioTimeline(View):
+    """Waveform, log-mel features, 80 ms tokens and the mass (or attribution) over time of one audio clip.
+
+    Args:
+        run: a `Run` whose prompt holds audio.
+        item: which audio clip (0-based).
+        attribution: optional attribution result (see `AttributionOverlay`) drawn in the bottom row instead of mass.
+        query: the query rows of the mass row (see `data.query_rows`).
+    """
+
+    title = "Audio timeline"
+
+    def __init__(self, run, *, item: int = 0, attribution=None, query="answer"):
+        self.run = run
+        self.prompt = run.prompt
+        self.token_map = run.token_map
+        if item not in data.audio_items(self.token_map):
+            raise OmniLabInputError(
+                f"AudioTimeline: the run has no audio clip {item} (audio items: {data.audio_items(self.token_map)})"
+            )
+        self.item = int(item)
+        self.attribution = None if attribution is None else data.attribution_scores(attribution)
+        self.query = query
+        self._widget = None
+
+    def summary(self) -> str:
+        """"audio 0 (1.94 s): 25 of 25 tokens kept"."""
+        tokens = data.audio_tokens(self.token_map, self.item)
+        seconds = float(tokens.t1.max())
+        return f"audio {self.item} ({seconds:.2f} s): {int(tokens.kept.sum())} of {len(tokens)} tokens kept"
+
+    def __repr__(self) -> str:
+        return f"AudioTimeline({self.summary()})"
+
+    # --------------------------------------------------------------------------------------------------- figure
+    def figure(self) -> go.Figure:
+        """The timeline as a `go.Figure` (four rows sharing the time axis)."""
+        tokens = data.audio_tokens(self.token_map, self.item)
+        bottom = "attribution per token" if self.attribution is not None else "mass on the clip's segments"
+        fig = make_subplots(
+            rows=4,
+            cols=1,
+            shared_xaxes=True,
+            row_heights=[0.2, 0.34, 0.2, 0.26],
+            vertical_spacing=0.05,
+            subplot_titles=("waveform", "log-mel features the encoder received", "80 ms tokens", bottom),
+        )
+        envelope = data.audio_waveform(self.prompt, self.item)
+        fig.add_trace(
+            go.Scatter(
+                x=envelope.t.to_numpy(np.float32),
+                y=envelope.high.to_numpy(np.float32),
+                mode="lines",
+                line={"width": 0.6, "color": "#3b6ea5"},
+                name="waveform",
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=envelope.t.to_numpy(np.float32),
+                y=envelope.low.to_numpy(np.float32),
+                mode="lines",
+                fill="tonexty",
+                fillcolor="rgba(59,110,165,0.55)",
+                line={"width": 0.6, "color": "#3b6ea5"},
+                name="waveform (min)",
+                showlegend=False,
+                hovertemplate="%{x:.2f} s<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        times, mel = data.audio_mel(self.prompt, self.item)
+        fig.add_trace(
+            go.Heatmap(
+                z=mel,
+                x=times.astype(np.float32),
+                colorscale="Magma",
+                showscale=False,
+                name="log-mel",
+                hovertemplate="%{x:.2f} s · mel bin %{y}<br>%{z:.2f}<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
+        if len(tokens) <= MAX_BOUNDARIES:
+            edges = np.unique(np.r_[tokens.t0.to_numpy(), tokens.t1.to_numpy()[-1:]]).astype(np.float32)
+            top = float(mel.shape[0] - 0.5)
+            fig.add_trace(
+                go.Scatter(
+                    x=np.column_stack([edges, edges, np.full(len(edges), np.nan)]).reshape(-1),
+                    y=np.tile(np.array([-0.5, top, np.nan], dtype=np.float32), len(edges)),
+                    mode="lines",
+                    line={"width": 0.5, "color": "rgba(255,255,255,0.55)"},
+                    name="token boundaries",
+                    showlegend=False,
+                    hoverinfo="skip",
+                ),
+                row=2,
+                col=1,
+            )
+        for status in data.STATUSES:
+            mine = tokens[tokens.status == status]
+            height = np.where(np.isfinite(mine.score), mine.score, 1.0).astype(np.float32)
+            fig.add_trace(
+                go.Bar(
+                    x=((mine.t0 + mine.t1) / 2).to_numpy(np.float32),
+                    y=height,
+                    width=(mine.t1 - mine.t0).to_numpy(np.float32) * 0.92,
+                    name=status,
+                    marker={"color": render.STATUS_COLOURS[status]},
+                    customdata=np.column_stack([mine.row, mine.t0, mine.t1, mine.score]).astype(np.float32),
+                    hovertemplate=(
+                        f"<b>{status}</b> · row %{{customdata[0]:.0f}}<br>%{{customdata[1]:.2f}}–%{{customdata[2]:.2f}} s"
+                        "<br>score %{customdata[3]:.4g}<extra></extra>"
+                    ),
+                ),
+                row=3,
+                col=1,
+            )
+        spans = data.pruned_spans(tokens)
+        if len(spans) <= MAX_SHADED_SPANS:
+            for t0, t1 in spans:
+                fig.add_vrect(x0=t0, x1=t1, fillcolor="#d62728", opacity=0.12, line_width=0, row=1, col=1)
+        for trace in self._bottom_traces(self.query):
+            fig.add_trace(trace, row=4, col=1)
+        fig.update_yaxes(title_text="amplitude", row=1, col=1)
+        fig.update_yaxes(title_text="mel bin", row=2, col=1)
+        fig.update_yaxes(title_text="score", row=3, col=1)
+        fig.update_yaxes(title_text="score" if self.attribution is not None else "share of mass", row=4, col=1)
+        fig.update_xaxes(title_text="time (s)", row=4, col=1)
+        fig.update_xaxes(range=[0, float(tokens.t1.max())])
+        fig.update_layout(
+            template=render.TEMPLATE,
+            height=760,
+            barmode="overlay",
+            title={"text": f"{self.title}: {self.summary()}", "x": 0.01, "font": {"size": 14}},
+            legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
+            margin={"l": 70, "r": 30, "t": 90, "b": 50},
+            hoverlabel={"align": "left"},
+        )
+        return fig
+
+    def _bottom_traces(self, query) -> list:
+        if self.attribution is not None:
+            scores = self.attribution.scores
+            tokens = data.audio_tokens(self.attribution.token_map, self.item)
+            values = scores[tokens.row.to_numpy()].astype(np.float32)
+            label = self.attribution.method or "attribution"
+            return [
+                go.Bar(
+                    x=((tokens.t0 + tokens.t1) / 2).to_numpy(np.float32),
+                    y=values,
+                    width=(tokens.t1 - tokens.t0).to_numpy(np.float32) * 0.92,
+                    marker={"color": values, "colorscale": "RdBu", "cmid": 0},
+                    name=label,
+                    hovertemplate=f"%{{x:.2f}} s<br>{label}: %{{y:.4g}}<extra></extra>",
+                )
+            ]
+        table = data.audio_mass(self.run, self.item, query) if data.mass_layers(self.run) else None
+        if table is None or table.empty:
+            return [
+                go.Scatter(
+                    x=[0],
+                    y=[0],
+                    mode="text",
+                    text=["capture attention_mass / mamba_mass (segments='audio_window') to see mass over time"],
+                    textposition="middle right",
+                    showlegend=False,
+                    hoverinfo="skip",
+                )
+            ]
+        traces = []
+        for kind in ("attention", "mamba"):
+            mine = table[table.kind == kind]
+            if mine.empty:
+                continue
+            traces.append(
+                go.Bar(
+                    x=((mine.t0 + mine.t1) / 2).to_numpy(np.float32),
+                    y=mine.mass.to_numpy(np.float32),
+                    width=(mine.t1 - mine.t0).to_numpy(np.float32) * 0.96,
+                    name=f"{kind} mass",
+                    opacity=0.75,
+                    marker={"color": KIND_COLOURS[kind]},
+                    customdata=mine.label.to_numpy(),
+                    hovertemplate=f"%{{customdata}}<br>{kind} mass %{{y:.3f}} (mean over layers, heads)<extra></extra>",
+                )
+            )
+        return traces
+
+    # ---------------------------------------------------------------------------------------------- live widget
+    def _build_widget(self):
+        import ipywidgets
+
+        self._figure_widget = go.FigureWidget(self.figure())
+        children = [self._figure_widget]
+        if self.attribution is None and data.mass_layers(self.run):
+            from .attention import ModalityAttentionView
+
+            choices = ModalityAttentionView(self.run)._query_choices()
+            query = ipywidgets.Dropdown(
+                options=[(label, index) for index, (label, _) in enumerate(choices)],
+                value=0,
+                description="query",
+                layout={"width": "420px"},
+            )
+            query.observe(lambda change: self.set_query(choices[change["new"]][1]), names="value")
+            children.insert(0, query)
+        return ipywidgets.VBox(children)
+
+    def set_query(self, query) -> None:
+        """Redraw the mass row for another query (see `data.query_rows`)."""
+        self.query = query
+        widget = getattr(self, "_figure_widget", None)
+        if widget is None:
+            return
+        traces = self._bottom_traces(query)
+        bars = [trace for trace in widget.data if trace.name in {"attention mass", "mamba mass"}]
+        with widget.batch_update():
+            for target, source in zip(bars, traces, strict=False):
+                target.update(x=source.x, y=source.y, width=source.width, customdata=source.customdata)
