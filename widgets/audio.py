@@ -5,7 +5,7 @@ segments, or an attribution over its tokens.
 Figure (`.figure()`), four rows on one time axis (zoom one, all follow):
     waveform envelope, pruned spans shaded
     log-mel features (the processor's own, 10 ms hop) with the token boundaries
-    tokens: a bar per 80 ms token, height = reducer score (1 when unscored), colour = kept / merged / pruned
+    tokens: a cell per 80 ms token coloured kept / merged / pruned (hover: row, seconds, reducer score)
     mass per segment for the query (mean over layers and heads; per window with `segments="audio_window"`), or
     the attribution's score per token when `attribution=` is given
 
@@ -25,7 +25,7 @@ from .base import View
 
 MAX_SHADED_SPANS = 200
 MAX_BOUNDARIES = 1500
-KIND_COLOURS = {"attention": "#e6550d", "mamba": "#3182bd"}
+KIND_COLOURS = {"attention": "#e6550d", "mamba": "#8c6d31"}
 
 
 class AudioTimeline(View):
@@ -135,11 +135,10 @@ class AudioTimeline(View):
             )
         for status in data.STATUSES:
             mine = tokens[tokens.status == status]
-            height = np.where(np.isfinite(mine.score), mine.score, 1.0).astype(np.float32)
             fig.add_trace(
                 go.Bar(
                     x=((mine.t0 + mine.t1) / 2).to_numpy(np.float32),
-                    y=height,
+                    y=np.ones(len(mine), dtype=np.float32),
                     width=(mine.t1 - mine.t0).to_numpy(np.float32) * 0.92,
                     name=status,
                     marker={"color": render.STATUS_COLOURS[status]},
@@ -160,10 +159,11 @@ class AudioTimeline(View):
             fig.add_trace(trace, row=4, col=1)
         fig.update_yaxes(title_text="amplitude", row=1, col=1)
         fig.update_yaxes(title_text="mel bin", row=2, col=1)
-        fig.update_yaxes(title_text="score", row=3, col=1)
+        fig.update_yaxes(showticklabels=False, range=[0, 1], row=3, col=1)
         fig.update_yaxes(title_text="score" if self.attribution is not None else "share of mass", row=4, col=1)
         fig.update_xaxes(title_text="time (s)", row=4, col=1)
-        fig.update_xaxes(range=[0, float(tokens.t1.max())])
+        seconds = float(tokens.t1.max())
+        fig.update_xaxes(range=[0, seconds], tick0=0, dtick=_tick_step(seconds))
         fig.update_layout(
             template=render.TEMPLATE,
             height=760,
@@ -205,17 +205,18 @@ class AudioTimeline(View):
                 )
             ]
         traces = []
-        for kind in ("attention", "mamba"):
+        for side, kind in enumerate(("attention", "mamba")):
             mine = table[table.kind == kind]
             if mine.empty:
                 continue
+            span = (mine.t1 - mine.t0).to_numpy(np.float32)
             traces.append(
                 go.Bar(
-                    x=((mine.t0 + mine.t1) / 2).to_numpy(np.float32),
+                    x=mine.t0.to_numpy(np.float32),
                     y=mine.mass.to_numpy(np.float32),
-                    width=(mine.t1 - mine.t0).to_numpy(np.float32) * 0.96,
+                    width=span * 0.48,
+                    offset=span * (0.02 + 0.48 * side),
                     name=f"{kind} mass",
-                    opacity=0.75,
                     marker={"color": KIND_COLOURS[kind]},
                     customdata=mine.label.to_numpy(),
                     hovertemplate=f"%{{customdata}}<br>{kind} mass %{{y:.3f}} (mean over layers, heads)<extra></extra>",
@@ -253,4 +254,14 @@ class AudioTimeline(View):
         bars = [trace for trace in widget.data if trace.name in {"attention mass", "mamba mass"}]
         with widget.batch_update():
             for target, source in zip(bars, traces, strict=False):
-                target.update(x=source.x, y=source.y, width=source.width, customdata=source.customdata)
+                target.update(
+                    x=source.x, y=source.y, width=source.width, offset=source.offset, customdata=source.customdata
+                )
+
+
+def _tick_step(seconds: float) -> float:
+    """A 1-2-5 tick step giving about eight ticks over `seconds`."""
+    for step in (0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800):
+        if seconds / step <= 10:
+            return step
+    return 3600.0
