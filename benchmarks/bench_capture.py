@@ -1,12 +1,16 @@
 """Capture overhead on random:small at ~2K tokens, measured side by side in one process (medians), plus peak memory.
 
-    python benchmarks/bench_capture.py [--tokens 2048] [--repeats 7]
+    python benchmarks/bench_capture.py [--tokens 2048] [--repeats 7] [--threads 2] [--with-encoders]
 
-Configurations (prefill of one image + video + audio + text prompt, `max_new_tokens=0`):
-  plain                       lab.run with no capture
+Every row times the same span on one image + video + audio + text prompt: merge the media embeddings into the
+sequence, then the LLM prefill with its cache and the LM head on the last position (`max_new_tokens=0`). The media
+are encoded once beforehand (`lab.encode`); with `--with-encoders` every row runs the encoders too.
+  plain                       lab.run(..., encoded=...) with no capture
   routing+residual            capture=["routing", "residual"]
   all                         + attention_mass + mamba_mass (segments per item, every query position)
-  transformers eager attn     the language model under eager attention with output_attentions=True
+  transformers eager attn     the same merged embeddings (`lab.prepare(..., encoded=...)`) through a copy of the
+                              language model under eager attention with output_attentions=True (the L x L maps
+                              transformers offers instead of per-segment masses)
 Times alternate between configurations within each repeat so machine noise hits them alike; ratios are against
 plain. Peak memory is the resident-set growth of a fresh process running one configuration after loading.
 Targets (issue 5): routing+residual <= 1.05x, all <= 1.5x, peak memory of all <= 1.3x plain.
@@ -56,29 +60,28 @@ def build(tokens: int, threads: int = 2):
         frames += 2
 
 
-def runner(lab, prompt, config):
+def runner(lab, prompt, config, with_encoders: bool = False):
+    """A no-argument callable that runs one configuration over the benchmark's span (module docstring)."""
     import torch
 
+    encoded = None if with_encoders else lab.encode(prompt)
     if config == "eager":
         eager = copy.deepcopy(lab.model.language_model)
         eager.set_attn_implementation("eager")
-        from omni_lab.forward import encode_media, merge_embeddings
-
-        with torch.inference_mode():
-            embeds = merge_embeddings(lab.model, prompt, encode_media(lab.model, prompt))
 
         def run():
+            embeds = lab.prepare(prompt, reducer=None, encoded=encoded).embeds  # merge (+ encoders when asked)
             with torch.inference_mode():
-                output = eager(inputs_embeds=embeds, output_attentions=True, logits_to_keep=1)
+                output = eager(inputs_embeds=embeds, use_cache=True, output_attentions=True, logits_to_keep=1)
                 return output.attentions
 
         return run
-    return lambda: lab.run(prompt, max_new_tokens=0, reducer=None, capture=config)
+    return lambda: lab.run(prompt, max_new_tokens=0, reducer=None, capture=config, encoded=encoded)
 
 
-def child(name: str, tokens: int, threads: int) -> None:
+def child(name: str, tokens: int, threads: int, with_encoders: bool) -> None:
     lab, prompt = build(tokens, threads)
-    run = runner(lab, prompt, CONFIGS[name])
+    run = runner(lab, prompt, CONFIGS[name], with_encoders)
     run()  # warm-up
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     import gc
@@ -103,15 +106,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
+    parser.add_argument("--with-encoders", action="store_true", help="every row also runs the media encoders")
     parser.add_argument("--child", default=None)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.tokens, args.threads)
+        child(args.child, args.tokens, args.threads, args.with_encoders)
         return
     lab, prompt = build(args.tokens, args.threads)
     counts = prompt.token_map.counts()
-    print(f"random:small, prompt of {len(prompt)} tokens ({counts}), prefill only, {args.threads} thread(s)")
-    runs = {name: runner(lab, prompt, config) for name, config in CONFIGS.items()}
+    span = "encode + merge + prefill" if args.with_encoders else "merge + prefill (media encoded beforehand)"
+    print(f"random:small, prompt of {len(prompt)} tokens ({counts}), every row: {span}, {args.threads} thread(s)")
+    runs = {name: runner(lab, prompt, config, args.with_encoders) for name, config in CONFIGS.items()}
     for run in runs.values():
         run()
     times = {name: [] for name in runs}
@@ -131,6 +136,7 @@ def main() -> None:
             str(args.tokens),
             "--threads",
             str(args.threads),
+            *(["--with-encoders"] if args.with_encoders else []),
         ]
         output = subprocess.run(command, capture_output=True, text=True, check=True)
         memory[name] = json.loads(output.stdout.strip().splitlines()[-1])["extra_mib"]

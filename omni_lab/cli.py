@@ -5,6 +5,7 @@ omni-lab run --demo                             # the toy twin on a held-out Sha
 omni-lab run random:small --demo                # image + video + audio in one prompt, synthetic media
 omni-lab run PATH --text "..." --image a.png --video clip.mp4 --audio beeps.wav [--json]
 omni-lab playground                             # the Gradio playground on the toy twin: http://127.0.0.1:7860
+omni-lab notebooks [DIR]                        # copy the explore notebooks into DIR, open JupyterLab there
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     playground.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     playground.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     playground.add_argument("--max-file-mb", type=float, default=50.0, help="largest upload in MB (default 50)")
+
+    notebooks = commands.add_parser("notebooks", help="copy the explore notebooks into DIR and open JupyterLab there")
+    notebooks.add_argument("dir", nargs="?", default="omni-lab-notebooks", help="folder (default ./omni-lab-notebooks)")
+    notebooks.add_argument("--copy-only", action="store_true", help="copy the notebooks, do not start JupyterLab")
+    notebooks.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR (default: keep)")
+    notebooks.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
+    notebooks.add_argument("--port", type=int, default=8888, help="JupyterLab port on 127.0.0.1 (default 8888)")
     return parser
 
 
@@ -149,8 +157,92 @@ def _playground(args) -> int:
     return 0
 
 
+def notebook_files() -> list:
+    """The shipped explore notebooks (`omni_lab.notebooks` package data; the checkout's notebooks/ folder otherwise)."""
+    from importlib import resources
+    from pathlib import Path
+
+    try:
+        folder = resources.files("omni_lab.notebooks")
+    except ModuleNotFoundError:  # a checkout whose install predates the notebooks package
+        folder = Path(__file__).resolve().parents[1] / "notebooks"
+    return sorted((entry for entry in folder.iterdir() if entry.name.endswith(".ipynb")), key=lambda e: e.name)
+
+
+def copy_notebooks(target, force: bool = False) -> tuple[list, list]:
+    """Copy the explore notebooks into `target` (created); notebooks already there are kept unless `force`.
+
+    Returns:
+        (paths written, paths kept as they were).
+    """
+    from pathlib import Path
+
+    from .errors import OmniLabInputError
+
+    target = Path(target).expanduser()
+    if target.exists() and not target.is_dir():
+        raise OmniLabInputError(f"notebooks: {target} is a file; give a folder to copy the notebooks into")
+    sources = notebook_files()
+    if not sources:
+        raise OmniLabInputError("notebooks: this installation ships no notebooks; reinstall omni-lab")
+    target.mkdir(parents=True, exist_ok=True)
+    written, kept = [], []
+    for source in sources:
+        destination = target / source.name
+        if destination.exists() and not force:
+            kept.append(destination)
+            continue
+        destination.write_bytes(source.read_bytes())
+        written.append(destination)
+    return written, kept
+
+
+def _notebooks(args) -> int:
+    """`omni-lab notebooks`: copy the notebooks, then (unless --copy-only) run JupyterLab on 127.0.0.1 there."""
+    import os
+    import subprocess
+
+    from .errors import OmniLabInputError
+
+    if not 0 < args.port < 65536:
+        raise OmniLabInputError(f"--port {args.port} is not a TCP port; use 1-65535 (default 8888)")
+    written, kept = copy_notebooks(args.dir, force=args.force)
+    folder = (written or kept)[0].parent.resolve()
+    print(f"omni-lab notebooks: {len(written)} copied, {len(kept)} already there (kept; --force replaces) in {folder}")
+    if args.copy_only:
+        return 0
+    import importlib.util
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise OmniLabInputError("JupyterLab is not installed: `pip install 'omni-lab[notebook]'` (or use --copy-only)")
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={args.port}",
+        f"--ServerApp.root_dir={folder}",
+    ]
+    if args.no_browser:
+        command.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI run as root; the server binds 127.0.0.1 only
+        command.append("--ServerApp.allow_root=True")
+    try:
+        return subprocess.call(command, cwd=folder)
+    except KeyboardInterrupt:
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "notebooks":  # needs neither torch nor transformers
+        from .errors import OmniLabInputError
+
+        try:
+            return _notebooks(args)
+        except OmniLabInputError as error:
+            print(f"omni-lab: {error}", file=sys.stderr)
+            return 2
     from transformers.utils import logging as transformers_logging
 
     from . import load

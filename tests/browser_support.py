@@ -176,6 +176,9 @@ def jupyterlab_server(root: Path, timeout_s: float = 90.0):
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "2",
     }
+    notifications = home / "settings" / "@jupyterlab" / "apputils-extension"
+    notifications.mkdir(parents=True, exist_ok=True)
+    (notifications / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     command = [
         sys.executable,
         "-m",
@@ -189,9 +192,12 @@ def jupyterlab_server(root: Path, timeout_s: float = 90.0):
         f"--ServerApp.root_dir={root}",
         f"--LabApp.user_settings_dir={home / 'settings'}",
         f"--LabApp.workspaces_dir={home / 'workspaces'}",
-        "--LabApp.news_url=",
-        "--ServerApp.disable_check_xsrf=False",
+        "--LabApp.news_url=None",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
+        command.append("--allow-root")
     log = open(root / "jupyterlab.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -218,3 +224,14 @@ def jupyterlab_server(root: Path, timeout_s: float = 90.0):
             process.kill()
             process.wait()
         log.close()
+
+
+def accept_dialog(page, timeout_ms: int = 3_000) -> bool:
+    """Accept a JupyterLab dialog (e.g. "Select Kernel") when one shows within `timeout_ms`; True if one did."""
+    button = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+    try:
+        button.wait_for(timeout=timeout_ms)
+    except Exception:  # noqa: BLE001 (playwright's TimeoutError: no dialog came)
+        return False
+    button.click()
+    return True

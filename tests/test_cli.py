@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from omni_lab.cli import main
 
 
@@ -79,3 +81,50 @@ def test_console_script_is_installed():
         [*command, "info", "random:full", "--device", "meta"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "33.0B" in result.stdout
+
+
+def _fake_playground(monkeypatch):
+    """Record what `omni-lab playground` would load and serve, without loading or serving."""
+    import types
+
+    import omni_lab
+    from omni_lab.playground import app
+
+    calls = {}
+
+    def load(source, device="cpu", **kwargs):
+        calls["load"] = (source, device)
+        return types.SimpleNamespace(source=types.SimpleNamespace(spec=source))
+
+    monkeypatch.setattr(omni_lab, "load", load)
+    monkeypatch.setattr(app, "launch", lambda lab, **kwargs: calls.setdefault("launch", kwargs))
+    return calls
+
+
+def test_playground_serves_the_toy_twin_on_localhost_without_a_share_link(monkeypatch, capsys):
+    pytest.importorskip("gradio")
+    calls = _fake_playground(monkeypatch)
+    assert main(["playground"]) == 0
+    assert calls["load"] == ("toy", "cpu")
+    assert calls["launch"] == {"host": "127.0.0.1", "port": 7860, "share": False, "max_file_mb": 50.0}
+    assert "open http://127.0.0.1:7860/" in capsys.readouterr().out
+
+
+def test_playground_passes_model_device_host_port_share_and_upload_limit(monkeypatch):
+    pytest.importorskip("gradio")
+    calls = _fake_playground(monkeypatch)
+    arguments = ["playground", "--model", "random:small", "--device", "auto", "--host", "0.0.0.0", "--port", "8123"]
+    assert main([*arguments, "--share", "--max-file-mb", "5"]) == 0
+    assert calls["load"] == ("random:small", "auto")
+    assert calls["launch"] == {"host": "0.0.0.0", "port": 8123, "share": True, "max_file_mb": 5.0}
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [(["--port", "70000"], "is not a TCP port"), (["--max-file-mb", "0"], "must be positive")],
+)
+def test_playground_bad_arguments_exit_2_naming_them(monkeypatch, capsys, arguments, message):
+    pytest.importorskip("gradio")
+    calls = _fake_playground(monkeypatch)
+    assert main(["playground", *arguments]) == 2
+    assert message in capsys.readouterr().err and "load" not in calls

@@ -67,6 +67,10 @@ def test_every_shipped_example_gets_its_known_answer_with_figures_and_consistent
     assert outputs[0] == ("", {}, None, None, None)  # the page is cleared before anything runs
     for figure in figure_set:
         assert type(figure).__name__ == "Figure" and len(figure.data) > 0
+    reduction, routing, attention = (figure.layout.title.text for figure in figure_set)
+    panel = {"audio": "Audio timeline", "text": "Prompt tokens per modality"}.get(example.family, "Token reduction map")
+    assert reduction.startswith(panel)
+    assert routing.startswith("Expert routing") and attention.startswith("Attention and Mamba mass")
     # the stats against the prompt's own token map and the reducers' budgets
     prompt = handlers.build_prompt(twin_lab, settings, example.question, **example.media())
     before = prompt.token_map.counts()
@@ -74,6 +78,9 @@ def test_every_shipped_example_gets_its_known_answer_with_figures_and_consistent
     assert stats["tokens_before"] == before
     assert stats["tokens_after"] == expected_after(before, frames, "model", 0.0)
     assert stats["answer"] == answer and len(stats["generated_ids"]) >= 2  # the answer and the end token
+    if example.family == "text":  # the counts panel draws the token map's own counts
+        bars = {trace.name: dict(zip(trace.x, trace.y, strict=True)) for trace in figure_set[0].data}
+        assert bars["kept"] == stats["tokens_after"] and set(bars["pruned"].values()) == {0}
     assert stats["timings"]["first_token_s"] <= stats["timings"]["request_s"]
 
 
@@ -91,6 +98,29 @@ def test_the_answer_streams_token_by_token_and_ends_as_the_run_does(twin_lab, se
     )
     assert stats["generated_ids"] == run.generated_ids
     assert stats["tokens_after"] == {k: v for k, v in run.token_map.counts(kept=True).items() if k != "generated"}
+
+
+def test_a_webm_upload_answers_like_the_shipped_mp4(twin_lab, settings, tmp_path):
+    import av
+
+    import omni_lab as ol
+
+    example = next(example for example in EXAMPLES if example.name == "omni-count-and-direction")
+    clip = ol.load_video(example.video, fps=None)
+    webm = tmp_path / "clip.webm"
+    with av.open(str(webm), "w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=int(clip.fps))
+        stream.width, stream.height, stream.pix_fmt = clip.size[0], clip.size[1], "yuv420p"
+        stream.options = {"crf": "10", "b": "0"}
+        for frame in clip.frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    from_mp4 = ask_all(twin_lab, settings, example.question, **example.media())[-1]
+    from_webm = ask_all(twin_lab, settings, example.question, audio=example.audio, video=str(webm))[-1]
+    assert from_webm[0] == from_mp4[0] == example.answer
+    assert from_webm[1]["tokens_before"] == from_mp4[1]["tokens_before"]  # every frame sampled from both files
 
 
 # ----------------------------------------------------------------------------------------------------- reducers

@@ -274,6 +274,7 @@ class ModalityAttentionView(View):
         figure = self.figure()
         figure.layout.updatemenus = ()
         figure.layout.sliders = ()
+        figure.layout.width = render.LIVE_WIDTH
         self._figure_widget = go.FigureWidget(figure)
         query = ipywidgets.Dropdown(
             options=[(label, index) for index, (label, _) in enumerate(self.choices)],

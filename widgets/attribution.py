@@ -198,6 +198,7 @@ class AttributionOverlay(View):
         figure = self.figure()
         figure.frames = ()
         figure.layout.sliders = ()
+        figure.layout.width = render.LIVE_WIDTH
         self._figure_widget = go.FigureWidget(figure)
         children = [self._figure_widget]
         if len(self.panels) > 1:

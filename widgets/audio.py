@@ -205,20 +205,20 @@ class AudioTimeline(View):
                 )
             ]
         traces = []
-        for side, kind in enumerate(("attention", "mamba")):
+        for kind in ("attention", "mamba"):
             mine = table[table.kind == kind]
             if mine.empty:
                 continue
-            span = (mine.t1 - mine.t0).to_numpy(np.float32)
+            gaps = np.full(len(mine), np.nan)
             traces.append(
-                go.Bar(
-                    x=mine.t0.to_numpy(np.float32),
-                    y=mine.mass.to_numpy(np.float32),
-                    width=span * 0.48,
-                    offset=span * (0.02 + 0.48 * side),
+                go.Scatter(
+                    x=np.column_stack([mine.t0, mine.t1, gaps]).reshape(-1).astype(np.float32),
+                    y=np.column_stack([mine.mass, mine.mass, gaps]).reshape(-1).astype(np.float32),
+                    mode="lines",
+                    fill="tozeroy",
                     name=f"{kind} mass",
-                    marker={"color": KIND_COLOURS[kind]},
-                    customdata=mine.label.to_numpy(),
+                    line={"color": KIND_COLOURS[kind], "width": 2},
+                    customdata=np.repeat(mine.label.to_numpy(), 3),
                     hovertemplate=f"%{{customdata}}<br>{kind} mass %{{y:.3f}} (mean over layers, heads)<extra></extra>",
                 )
             )
@@ -229,6 +229,7 @@ class AudioTimeline(View):
         import ipywidgets
 
         self._figure_widget = go.FigureWidget(self.figure())
+        self._figure_widget.layout.width = render.LIVE_WIDTH
         children = [self._figure_widget]
         if self.attribution is None and data.mass_layers(self.run):
             from .attention import ModalityAttentionView
@@ -254,9 +255,7 @@ class AudioTimeline(View):
         bars = [trace for trace in widget.data if trace.name in {"attention mass", "mamba mass"}]
         with widget.batch_update():
             for target, source in zip(bars, traces, strict=False):
-                target.update(
-                    x=source.x, y=source.y, width=source.width, offset=source.offset, customdata=source.customdata
-                )
+                target.update(x=source.x, y=source.y, customdata=source.customdata)
 
 
 def _tick_step(seconds: float) -> float:

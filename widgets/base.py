@@ -46,7 +46,11 @@ class View:
         import ipywidgets
         import plotly.graph_objects as go
 
-        return ipywidgets.VBox([go.FigureWidget(self.figure())])
+        from . import render
+
+        figure = self.figure()
+        figure.layout.width = render.LIVE_WIDTH
+        return ipywidgets.VBox([go.FigureWidget(figure)])
 
     # ----------------------------------------------------------------------------------------------------- HTML
     def to_html(self) -> str:

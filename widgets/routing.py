@@ -84,7 +84,7 @@ class ExpertRoutingView(View):
             cols=2,
             column_widths=[0.64, 0.36],
             row_heights=[0.42, 0.035, 0.545],
-            horizontal_spacing=0.1,
+            horizontal_spacing=0.14,
             vertical_spacing=0.075,
             specs=[[{}, {}], [{}, None], [{}, {}]],
             subplot_titles=(
@@ -135,7 +135,7 @@ class ExpertRoutingView(View):
             customdata=counts.astype(np.int32),
             colorscale="Blues",
             zmin=0,
-            colorbar={"title": {"text": "share"}, "len": 0.38, "y": 1.0, "yanchor": "top", "x": 0.6, "thickness": 10},
+            colorbar={"title": {"text": "share"}, "len": 0.38, "y": 1.0, "yanchor": "top", "x": 0.57, "thickness": 10},
             hovertemplate="%{y} · expert %{x}<br>picks %{customdata}<br>share %{z:.3f}<extra></extra>",
             name=f"load ({group})",
         )
@@ -200,7 +200,7 @@ class ExpertRoutingView(View):
             zmin=0,
             zmax=self.routing.num_experts - 1,
             colorscale="Turbo",
-            colorbar={"title": {"text": "expert"}, "len": 0.5, "y": 0.0, "yanchor": "bottom", "x": 0.6, "thickness": 10},
+            colorbar={"title": {"text": "expert"}, "len": 0.5, "y": 0.0, "yanchor": "bottom", "x": 0.57, "thickness": 10},
             hovertemplate="%{y} · position %{x}<br>top expert %{z}<br>share of bin %{customdata:.2f}<extra></extra>",
             name="top expert",
         )
@@ -297,6 +297,7 @@ class ExpertRoutingView(View):
 
         figure = self.figure()
         figure.layout.updatemenus = ()
+        figure.layout.width = render.LIVE_WIDTH
         self._figure_widget = go.FigureWidget(figure)
         groups = ipywidgets.ToggleButtons(options=list(self.loads), value="all", description="modality")
         groups.observe(lambda change: self.show_group(change["new"]), names="value")

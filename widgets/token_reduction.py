@@ -175,8 +175,8 @@ class TokenReductionMap(View):
             template=render.TEMPLATE,
             height=780,
             barmode="stack",
-            margin={"l": 60, "r": 30, "t": 80, "b": 60},
-            legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 0.3, "yanchor": "bottom"},
+            margin={"l": 60, "r": 100, "t": 80, "b": 60},
+            legend={"x": 1.01, "xanchor": "left", "y": 0.0, "yanchor": "bottom"},
             hoverlabel={"align": "left"},
             **self._panel_layout(panel),
         )
@@ -342,6 +342,7 @@ class TokenReductionMap(View):
         import ipywidgets
 
         self._figure_widget = go.FigureWidget(self._base_figure(self.panel_index))
+        self._figure_widget.layout.width = render.LIVE_WIDTH
         panel_slider = ipywidgets.SelectionSlider(
             options=[(panel.label, index) for index, panel in enumerate(self.panels)],
             value=self.panel_index,

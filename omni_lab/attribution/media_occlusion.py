@@ -76,7 +76,7 @@ def input_occlusion(
     units = build_units(prompt.token_map, unit, grid=grid, seconds=seconds, modality=modality)
     if unit == "frame" and any(video.num_frames < 2 for video in prompt.videos):
         raise OmniLabInputError("unit='frame' replaces a frame by its neighbour: every video needs 2 frames or more")
-    cost = estimate("input_occlusion", len(units), continuations=len(resolved.sequences))
+    cost = estimate("input_occlusion", len(units), continuations=resolved.passes)
     check_budget(cost, budget, f"input occlusion over {len(units)} {unit} units", cheaper_unit(unit, grid, seconds))
     scorer = Scorer(lab, resolved, batch_size, progress, cost.forward_passes, f"input occlusion ({unit})")
     forward = MediaPerturbation(lab, prompt, encoded, units, reducer, scorer)
@@ -225,3 +225,29 @@ def occluded_prompt(lab, prompt, units) -> tuple[object, set[str]]:
     if not np.array_equal(rebuilt.input_ids.numpy(), prompt.input_ids.numpy()):
         raise RuntimeError("the occluded prompt's tokens differ from the original's; input occlusion cannot map it")
     return rebuilt, changed
+
+
+def blank_prompt(lab, prompt):
+    """The prompt with every image and video frame grey and every audio clip silent (same text, same layout)."""
+    from ..media import AudioClip, VideoClip
+
+    rebuilt = lab.prompt(
+        prompt.text,
+        images=[np.full_like(np.array(image), GREY) for image in prompt.images] or None,
+        video=[
+            VideoClip(np.full_like(video.frames, GREY), video.fps, list(video.frame_indices), video.source)
+            for video in prompt.videos
+        ]
+        or None,
+        audio=[
+            AudioClip(np.zeros_like(audio.waveform), audio.source, audio.original_rate, audio.original_channels)
+            for audio in prompt.audios
+        ]
+        or None,
+        system=prompt.system,
+        thinking=prompt.thinking,
+        reference=prompt.reference,
+    )
+    if not np.array_equal(rebuilt.input_ids.numpy(), prompt.input_ids.numpy()):
+        raise RuntimeError("the blank prompt's tokens differ from the original's")
+    return rebuilt

@@ -88,7 +88,7 @@ def occlusion(
     prompt, resolved, prepared = _prepare(lab, prompt, target, reducer, encoded, batch_size)
     units = build_units(prepared.token_map, unit, grid=grid, seconds=seconds, modality=modality)
     units.require_disjoint("occlusion")
-    cost = estimate("occlusion", len(units), continuations=len(resolved.sequences))
+    cost = estimate("occlusion", len(units), continuations=resolved.passes)
     check_budget(cost, budget, f"occlusion over {len(units)} {units.kind} units", cheaper_unit(unit, grid, seconds))
     positions, feature_ids = unit_positions(prepared.token_map, units)
     scorer = Scorer(lab, resolved, batch_size, progress, cost.forward_passes, f"occlusion ({units.kind})")
@@ -164,7 +164,7 @@ def modality_shapley(
             f"{count} x {count}! orderings; use at most {MAX_SHAPLEY_GROUPS} groups (groups='modality' or 'item', "
             "a modality=... filter, or fewer {name: mask} groups), or occlusion(unit=...) for many units"
         )
-    cost = estimate("modality_shapley", count, continuations=len(resolved.sequences))
+    cost = estimate("modality_shapley", count, continuations=resolved.passes)
     check_budget(cost, budget, f"exact Shapley values over {count} groups", "fewer groups")
     positions, feature_ids = unit_positions(prepared.token_map, units)
     scorer = Scorer(lab, resolved, batch_size, progress, cost.forward_passes, "modality Shapley")

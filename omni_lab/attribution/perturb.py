@@ -109,6 +109,11 @@ class EmbeddingPerturbation:
         self.positions = positions
         self.fill = fill
         self.cache: dict[bytes, float] = {}
+        if fill is None and len(positions) == embeds.shape[1]:
+            raise OmniLabInputError(
+                "the units cover every token, so removing them all leaves no sequence to predict the answer from; "
+                "leave some tokens (e.g. the control tokens) outside the groups or use baseline='zero'"
+            )
 
     def key(self, present: np.ndarray) -> bytes:
         return np.packbits(present).tobytes()

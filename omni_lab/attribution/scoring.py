@@ -49,7 +49,8 @@ def estimate(method: str, units: int, *, continuations: int = 1, answer_tokens: 
         method: "occlusion", "input_occlusion", "modality_shapley", "integrated_gradients",
             "integrated_gradients_projector" or "text_attribution".
         units: number of units (groups for Shapley; ignored by integrated gradients).
-        continuations: 1, or 2 for a contrast target.
+        continuations: forward passes per sequence (`ResolvedTarget.passes`: 1, or 2 for a contrast of answers
+            that differ before their last token).
         answer_tokens: target tokens (captum's uncached LLMAttribution runs one forward per target token).
         n_steps: integration steps (integrated gradients).
     Returns:
@@ -64,7 +65,7 @@ def estimate(method: str, units: int, *, continuations: int = 1, answer_tokens: 
 
         return Cost(2**units * continuations, captum_evaluations=units * math.factorial(units) + 1)
     if method == "integrated_gradients":
-        return Cost((n_steps + 2) * continuations, backward_passes=n_steps * continuations)
+        return Cost((n_steps + 4) * continuations, backward_passes=n_steps * continuations)
     if method == "integrated_gradients_projector":
         return Cost((n_steps + 4) * continuations, n_steps * continuations, encoder_passes=n_steps + 4)
     if method == "text_attribution":
@@ -112,31 +113,40 @@ class Scorer:
         self.forward_passes = 0
         embedding = lab.model.get_input_embeddings()
         device = embedding.weight.device
-        self._continuations = []
+        self._prefixes: dict[tuple[int, ...], torch.Tensor] = {}  # appended ids -> their embeddings
+        self._continuations = []  # (appended ids, all ids, sign)
         with torch.no_grad():
             for ids, sign in target.sequences:
-                ids_tensor = torch.tensor(ids, dtype=torch.long, device=device)
-                appended = embedding(ids_tensor[:-1])  # (A - 1, D): the last answer token predicts nothing needed
-                self._continuations.append((ids_tensor, appended, sign))
+                prefix = tuple(ids[:-1])  # the last answer token predicts nothing the target needs
+                if prefix not in self._prefixes:
+                    self._prefixes[prefix] = embedding(torch.tensor(prefix, dtype=torch.long, device=device))
+                self._continuations.append((prefix, torch.tensor(ids, dtype=torch.long, device=device), sign))
         self._bar = tqdm(total=total, desc=description, unit="fwd", disable=not progress, mininterval=1.0)
 
     def __call__(self, embeds: torch.Tensor, token_map) -> torch.Tensor:
-        """`(B,)` target values for `(B, L, D)` prompt embeddings laid out like `token_map`'s kept positions."""
+        """`(B,)` target values for `(B, L, D)` prompt embeddings laid out like `token_map`'s kept positions.
+
+        Continuations that append the same tokens (a contrast of two one-token answers, first-token targets)
+        share one forward pass.
+        """
         length = embeds.shape[1]
-        total = None
-        for ids, appended, sign in self._continuations:
-            parts = []
+        total = torch.zeros(embeds.shape[0], dtype=torch.float64, device=embeds.device)
+        for prefix, appended in self._prefixes.items():
+            parts: dict[int, list[torch.Tensor]] = {index: [] for index in range(len(self._continuations))}
             for start in range(0, embeds.shape[0], self.batch_size):
                 chunk = embeds[start : start + self.batch_size]
                 if appended.shape[0]:
                     tail = appended.to(chunk.device, chunk.dtype).expand(chunk.shape[0], -1, -1)
                     chunk = torch.cat([chunk, tail], dim=1)  # (b, L + A - 1, D)
                 logits = self.lab.forward_embeds(chunk, token_map)
-                parts.append(answer_log_prob(logits, length, ids))
+                for index, (owner, ids, _) in enumerate(self._continuations):
+                    if owner == prefix:
+                        parts[index].append(answer_log_prob(logits, length, ids))
                 self.forward_passes += chunk.shape[0]
                 self._bar.update(chunk.shape[0])
-            values = torch.cat(parts) * sign
-            total = values if total is None else total + values
+            for index, (owner, _, sign) in enumerate(self._continuations):
+                if owner == prefix:
+                    total = total + sign * torch.cat(parts[index]).double()
         return total
 
     def close(self) -> None:

@@ -65,6 +65,12 @@ class ResolvedTarget:
             pairs.append((self.alternative_ids, -1.0))
         return pairs
 
+    @property
+    def passes(self) -> int:
+        """Forward passes per prompt sequence: one per distinct appended prefix (all answer tokens but the last), so
+        a contrast of two one-token answers, or any first-token target, needs one."""
+        return len({ids[:-1] for ids, _ in self.sequences})
+
     def describe(self) -> str:
         what = "first token of " if self.tokens == "first" else ""
         text = f"log p({what}{self.answer_text!r})"

@@ -31,6 +31,8 @@ from .examples import load_examples
 CONCURRENCY_ID = "model"  # every event that runs the model joins this group: one request at a time
 DEFAULT_MAX_NEW_TOKENS = 16
 DEFAULT_RATE = 0.5
+EXAMPLES_PER_PAGE = 6
+MEDIA_HEIGHT = 180
 
 
 def _header(lab) -> str:
@@ -38,7 +40,7 @@ def _header(lab) -> str:
     if handlers.is_shapesworld_model(lab):
         info += (
             " — the toy twin: it knows ShapesWorld only (coloured shapes, moving shapes, beeps). Pick an example "
-            "below, or upload a 128×128 picture or an 8 fps clip of shapes and ask about them."
+            "below, or upload a 128×128 picture or an 8 fps clip (mp4, webm) of shapes and ask about them."
         )
     return (
         "# omni-lab playground\nAsk about text, an image, a video and audio; watch the answer stream, and see which "
@@ -57,25 +59,26 @@ def build_app(lab, settings: handlers.PlaygroundSettings | None = None) -> gr.Bl
     """
     settings = settings or handlers.default_settings(lab)
     note = handlers.reasoning_note(lab, settings)
-    examples = load_examples()
+    examples = gallery_order(load_examples())
     with gr.Blocks(title="omni-lab playground", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(_header(lab))
         with gr.Row():
-            with gr.Column(scale=1):
+            with gr.Column(scale=3):
                 question = gr.Textbox(
                     label="Question", placeholder="What colour is the square?", lines=2, elem_id="question"
                 )
                 with gr.Row():
                     image = gr.Image(
-                        label="Image", type="filepath", sources=["upload"], height=200, elem_id="image-input"
+                        label="Image", type="filepath", sources=["upload"], height=MEDIA_HEIGHT, elem_id="image-input"
                     )
-                    video = gr.Video(label="Video (mp4, webm)", sources=["upload"], height=200, elem_id="video-input")
-                audio = gr.Audio(
-                    label="Audio (file or microphone)",
-                    type="filepath",
-                    sources=["upload", "microphone"],
-                    elem_id="audio-input",
-                )
+                    video = gr.Video(label="Video", sources=["upload"], height=MEDIA_HEIGHT, elem_id="video-input")
+                    audio = gr.Audio(
+                        label="Audio (file or microphone)",
+                        type="filepath",
+                        sources=["upload", "microphone"],
+                        elem_id="audio-input",
+                        scale=2,
+                    )
                 thinking = gr.Checkbox(
                     label="Thinking",
                     value=False,
@@ -107,27 +110,36 @@ def build_app(lab, settings: handlers.PlaygroundSettings | None = None) -> gr.Bl
                 with gr.Row():
                     submit = gr.Button("Ask", variant="primary", elem_id="ask-button")
                     clear = gr.ClearButton(value="Clear")
-            with gr.Column(scale=1):
+            with gr.Column(scale=2):
                 answer = gr.Textbox(label="Answer", lines=2, interactive=False, elem_id="answer")
                 known_answer = gr.Textbox(
                     label="Known answer (ShapesWorld ground truth of the chosen example)",
                     interactive=False,
                     elem_id="known-answer",
                 )
-                stats = gr.JSON(label="Stats: tokens per modality before / after reduction, timings", elem_id="stats")
-        with gr.Row(equal_height=True):
-            reduction_plot = gr.Plot(label="Token reduction map", elem_id="reduction-plot")
-            routing_plot = gr.Plot(label="Expert routing", elem_id="routing-plot")
-            attention_plot = gr.Plot(label="Modality attention and Mamba mass", elem_id="attention-plot")
+                stats = gr.JSON(
+                    label="Stats: tokens per modality before / after reduction, timings",
+                    elem_id="stats",
+                    open=True,
+                    max_height=420,
+                )
         gr.Examples(
             examples=[
                 [example.question, example.image, example.video, example.audio, example.answer] for example in examples
             ],
             inputs=[question, image, video, audio, known_answer],
             label="ShapesWorld examples (image, video, audio, video + audio, text) with their known answers",
-            examples_per_page=len(examples),
+            examples_per_page=EXAMPLES_PER_PAGE,
             api_visibility="private",
         )
+        gr.Markdown("## Inside the answer")
+        reduction_plot = gr.Plot(
+            label="Token reduction map", show_label=False, elem_id="reduction-plot"
+        )  # titled by the figure
+        routing_plot = gr.Plot(label="Expert routing", show_label=False, elem_id="routing-plot")  # titled by the figure
+        attention_plot = gr.Plot(
+            label="Modality attention and Mamba mass", show_label=False, elem_id="attention-plot"
+        )  # titled by the figure
         inputs = [question, image, video, audio, reducer, rate, max_new_tokens, thinking]
         outputs = [answer, stats, reduction_plot, routing_plot, attention_plot]
         ask = functools.partial(handlers.ask, lab, settings)
@@ -155,6 +167,15 @@ _API_DESCRIPTION = (
     "(tokens per modality before/after reduction, timings, tokens per second), token-reduction map, expert routing "
     "and modality attention figures (plotly)."
 )
+
+
+def gallery_order(examples: list) -> list:
+    """Examples interleaved by family (image, video, audio, omni, text, image, ...), so every page shows each."""
+    families: dict[str, list] = {}
+    for example in examples:
+        families.setdefault(example.family, []).append(example)
+    rounds = max(len(members) for members in families.values())
+    return [members[turn] for turn in range(rounds) for members in families.values() if turn < len(members)]
 
 
 def _no_known_answer():

@@ -4,8 +4,8 @@ One seam, `figures(run)`, so the app and the `/ask` endpoint stay the same whate
 the notebook widgets' own figure builders (`omni_lab.widgets`), so the playground and a notebook show a run alike:
 
 - token reduction: `TokenReductionMap` (kept, merged and pruned tokens over the pixels they came from) when the
-  prompt has an image or a video; otherwise the prompt's tokens per modality, kept and pruned (`token_counts_figure`)
-  — an audio or text prompt has no pixels to draw tokens over;
+  prompt has an image or a video; `AudioTimeline` (waveform, mel features and the 80 ms tokens, kept or pruned) when
+  it has audio only; for text alone, the prompt's tokens per modality (`token_counts_figure`);
 - expert routing: `ExpertRoutingView` (layer x expert load by modality, entropy, top expert per token);
 - modality attention: `ModalityAttentionView` (attention and Mamba mass of the answer over modalities, per layer).
 """
@@ -39,7 +39,7 @@ def token_counts_figure(run):
         figure.add_bar(name=label, x=names, y=counts, marker_color=colour, text=counts, textposition="inside")
     figure.update_layout(
         barmode="stack",
-        title="Prompt tokens per modality (no image or video to map)",
+        title="Prompt tokens per modality (no image, video or audio to map)",
         xaxis_title="modality",
         yaxis_title="tokens",
         legend_title="status",
@@ -49,11 +49,15 @@ def token_counts_figure(run):
 
 
 def reduction_figure(run):
-    """The token-reduction panel: `TokenReductionMap` for prompts with pictures, else `token_counts_figure`."""
+    """The token-reduction panel: `TokenReductionMap` for pictures, `AudioTimeline` for audio alone, else the counts."""
     if run.token_map.rows(modality=("image", "video")).any():
         from omni_lab.widgets import TokenReductionMap
 
         return TokenReductionMap(run).figure()
+    if run.token_map.rows(modality="audio").any():
+        from omni_lab.widgets import AudioTimeline
+
+        return AudioTimeline(run).figure()
     return token_counts_figure(run)
 
 
