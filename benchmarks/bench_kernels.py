@@ -1,6 +1,6 @@
 """Pooled attention mass: naive L × L materialisation vs the chunked kernels, measured side by side.
 
-One attention layer (8 heads, head dim 64, causal, 4 segments, batch 1), as in reference/peer_baselines.md §7.
+One attention layer (8 heads, head dim 64, causal, 4 segments, batch 1), as in docs/references.md (interpretability tools).
 
 CPU (``--device cpu``, default): the naive version (full softmax over L × L scores, then pooled) against the chunked
 torch reference (``omni_lab.kernels.ref.pooled_attention_mass``, float32) and the fused path the public op takes on

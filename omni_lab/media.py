@@ -25,7 +25,7 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif")
 SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
 SAMPLING_RATE = 16000
-MIN_AUDIO_SECONDS = 0.1  # the release pads shorter clips to 0.1 s (model_spec §5.2)
+MIN_AUDIO_SECONDS = 0.1  # the release pads shorter clips to 0.1 s (docs/model_layout.md §6)
 
 
 @dataclass

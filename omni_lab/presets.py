@@ -25,7 +25,7 @@ FULL_PATTERN = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
 LAYER_LETTERS = {"M": ("mamba", "mamba"), "E": ("moe", "moe"), "*": ("attention", "attn"), "-": ("mlp", "mlp")}
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-# Parameters in the released safetensors (Megatron-Bridge's count, reproduced by model_spec §2.8).
+# Parameters in the released safetensors (Megatron-Bridge's count, docs/model_layout.md §3).
 RELEASED_PARAMETER_COUNT = 33_015_546_816
 
 
@@ -40,7 +40,7 @@ class Preset:
     projector_hidden_size: int
     image_processor: dict
     video_processor: dict
-    video_pruning_rate: float = 0.7  # the release's config.json value (model_spec §4.4)
+    video_pruning_rate: float = 0.7  # the release's config.json value (docs/model_layout.md §5)
     notes: str = ""
     top: dict = field(default_factory=dict)
 

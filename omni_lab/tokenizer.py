@@ -2,7 +2,7 @@
 
 The released checkpoint ships a 131,072-entry byte-level BPE tokenizer whose first 1,000 ids are special slots
 (`<unk>` 0, `<s>` 1, `</s>` 2, `<|im_start|>` 10, `<|im_end|>` 11, `<image>` 18, `<img>` 19, `</img>` 20,
-`<so_embedding>` 27; ../shared/reference/model_spec.md §6.1). Nothing may be downloaded here, so the random presets
+`<so_embedding>` 27; docs/model_layout.md §7). Nothing may be downloaded here, so the random presets
 get a small byte-level BPE built in-process: the same special tokens at the same ids where the release pins them,
 256 byte tokens (any text encodes, nothing is ever unknown), and merges learned from a short built-in corpus so that
 ordinary words and the video frame labels take a few tokens rather than one per byte. Building it is deterministic
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 
-# Ids the release pins (model_spec §6.1) plus the reasoning and audio markers, placed in the special range.
+# Ids the release pins (docs/model_layout.md §7) plus the reasoning and audio markers, placed in the special range.
 SPECIAL_TOKENS: dict[int, str] = {
     0: "<unk>",
     1: "<s>",

@@ -3,7 +3,7 @@
 transformers' `NemotronH_Omni_Reasoning_V3.forward` is the reference: same input ids, same processor tensors, logits
 compared at every position in float32 (max |difference| <= 1e-5). Image + video in one prompt, which transformers'
 forward refuses, is checked against transformers' forward driven the documented way around its placeholder check
-(../shared/reference/peer_baselines.md §1): image features scattered by hand, image ids relabelled, video and audio
+(docs/model_layout.md §9): image features scattered by hand, image ids relabelled, video and audio
 left to transformers.
 """
 

@@ -8,7 +8,7 @@ import torch
 import omni_lab as ol
 from omni_lab.presets import FULL_PATTERN, PRESETS
 
-# Per-component parameter counts of the released checkpoint, from ../shared/reference/model_spec.md §2.8
+# Per-component parameter counts of the released checkpoint, from docs/model_layout.md §3
 # (derived there from tensor shapes; the total is Megatron-Bridge's count for the real checkpoint).
 RELEASE_COUNTS = {
     "llm.embeddings": 352_321_536,

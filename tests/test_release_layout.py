@@ -1,7 +1,6 @@
 """A checkpoint written by hand in the release's own layout loads as exactly what was written, at any size.
 
-The checkpoint is built here from the release's file formats (docs/model_layout.md §8; model_spec §3.1, §5.1, §9.2,
-§9.3): config.json with `llm_config` / `vision_config` (RADIO described by timm `args`, the tower size given by
+The checkpoint is built here from the release's file formats (docs/model_layout.md §8): config.json with `llm_config` / `vision_config` (RADIO described by timm `args`, the tower size given by
 `args.model_kwargs` as RADIO passes them to timm) / `sound_config`, the release's preprocessor_config.json, and the
 release's tensor names (`language_model.backbone.*`, per-expert MoE tensors, `vision_model.radio_model.model.*` with a
 fused `attn.qkv`, `mlp1.*`, `sound_encoder.encoder.*`, `sound_projection.*`) in bfloat16, sharded with a
@@ -193,7 +192,7 @@ def released_preprocessor_config() -> dict:
 
 
 def release_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint under the release's name and shape (model_spec §9.3), bfloat16 like the release.
+    """Every tensor of the checkpoint under the release's name and shape (docs/model_layout.md §8), bfloat16 like the release.
 
     Shapes follow the spec's formulas from the sizes above, not any model instance.
     """
@@ -302,7 +301,7 @@ def release_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
     return tensors
 
 
-# Release name -> transformers module name, written from the two layouts (model_spec §9.3 and the module tree of
+# Release name -> transformers module name, written from the two layouts (docs/model_layout.md §8 and the module tree of
 # transformers' NemotronH_Omni_Reasoning_V3); applied in order, first match wins.
 RENAMES = [
     ("language_model.backbone.", "language_model.model."),

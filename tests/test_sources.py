@@ -11,8 +11,8 @@ from omni_lab import OmniLabModelError
 from omni_lab.presets import PRESETS
 from omni_lab.sources import load_config, released_processor_settings
 
-# A config.json in the released layout, transcribed from ../shared/reference/model_spec.md §2.1, §3.1, §5.1 and
-# §9.2 (remote-code model type, `llm_config`, `sound_config`, the RADIO tower described by timm `args`).
+# A config.json in the released layout, transcribed from docs/model_layout.md §2 and §8 (remote-code model type,
+# `llm_config`, `sound_config`, the RADIO tower described by timm `args`).
 RELEASED_CONFIG = {
     "architectures": ["NemotronH_Nano_Omni_Reasoning_V3"],
     "model_type": "NemotronH_Nano_Omni_Reasoning_V3",
@@ -104,7 +104,7 @@ RELEASED_CONFIG = {
 }
 
 
-# preprocessor_config.json of the BF16 release (model_spec §9.2): remote-code class names, the image budget only.
+# preprocessor_config.json of the BF16 release (docs/model_layout.md §8): remote-code class names, the image budget only.
 RELEASED_PREPROCESSOR = {
     "image_processor_type": "NemotronH_Nano_Omni_Reasoning_V3ImageProcessor",
     "auto_map": {"AutoProcessor": "processing.NemotronH_Nano_Omni_Reasoning_V3Processor"},

@@ -1,6 +1,6 @@
 """Token map counts and geometry, against counts worked out by hand from the model's rules.
 
-Rules (../shared/reference/model_spec.md §3.5, §4.2, §4.5, §5.5; transformers' processors):
+Rules (docs/model_layout.md §4-6; transformers' processors):
 - image: patch grid ph0 = round(H/16 + 0.5), pw0 = round(W/16 + 0.5); scaled down into the 13,312-patch budget,
   up to at least 1,024 patches, sides even; tokens = ph * pw / 4 (2x2 pixel shuffle).
 - video frame: ph = round(sqrt(1024 / a)), pw = round(sqrt(1024 a)), a = W/H, both rounded up to even if the

@@ -2,7 +2,7 @@
 
 from omni_lab.tokenizer import build_tokenizer
 
-# Ids the release pins (../shared/reference/model_spec.md §6.1).
+# Ids the release pins (docs/model_layout.md §7).
 RELEASE_IDS = {
     "<unk>": 0,
     "<s>": 1,

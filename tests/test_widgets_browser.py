@@ -159,24 +159,16 @@ def test_dashboard_in_jupyterlab(chromium_browser, tmp_path):  # noqa: F811
             page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
             plot = page.locator(".jp-OutputArea .js-plotly-plot .main-svg").first
             plot.wait_for(timeout=150_000)
-            kept = page.locator(".jp-OutputArea g.tracetokens-kept path.point")
-            page.wait_for_function(
-                "() => document.querySelectorAll('.jp-OutputArea g.tracetokens-kept path.point').length > 0",
-                timeout=30_000,
-            )
+            page.wait_for_function(f"() => ({KEPT_POINTS_JS})() > 0", timeout=30_000)
             assert page.get_by_text("Error displaying widget").count() == 0
-            before = kept.count()
+            before = page.evaluate(KEPT_POINTS_JS)
             output = page.locator(".jp-OutputArea-output").last
             output.scroll_into_view_if_needed()
             page.screenshot(path=str(artifact_path("jupyterlab_dashboard.png")))
             output.screenshot(path=str(artifact_path("jupyterlab_dashboard_widget.png")))
             _set_rate(page, 0.9)
-            page.wait_for_function(
-                "before => document.querySelectorAll('.jp-OutputArea g.tracetokens-kept path.point').length !== before",
-                arg=before,
-                timeout=60_000,
-            )
-            after = kept.count()
+            page.wait_for_function(f"before => ({KEPT_POINTS_JS})() !== before", arg=before, timeout=60_000)
+            after = page.evaluate(KEPT_POINTS_JS)
             page.wait_for_timeout(500)
             page.screenshot(path=str(artifact_path("jupyterlab_dashboard_rate.png")))
             output.screenshot(path=str(artifact_path("jupyterlab_dashboard_rate_widget.png")))
@@ -185,6 +177,21 @@ def test_dashboard_in_jupyterlab(chromium_browser, tmp_path):  # noqa: F811
             assert errors == [], errors
         finally:
             context.close()
+
+
+# Kept-token marks drawn by the live TokenReductionMap: the SVG points of its "kept" scatter trace (FigureWidget gives
+# traces fresh uids, so the trace is found by name in plotly's own _fullData, then its points counted in the DOM).
+KEPT_POINTS_JS = """() => {
+  let count = 0;
+  for (const plot of document.querySelectorAll('.jp-OutputArea .js-plotly-plot')) {
+    for (const trace of plot._fullData || []) {
+      if (trace.type === 'scatter' && trace.name === 'kept' && trace.mode === 'markers') {
+        count += plot.querySelectorAll('g.trace' + trace.uid + ' path.point').length;
+      }
+    }
+  }
+  return count;
+}"""
 
 
 def _set_rate(page, value: float) -> None:

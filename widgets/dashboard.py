@@ -4,7 +4,7 @@
     Dashboard(run).save_html(p)    # one self-contained page with every figure (plotly.js inline once)
 
 Tabs appear for what the run holds: "Token reduction" (images / video), "Expert routing" (`capture=["routing"]`),
-"Attention & Mamba mass" (`attention_mass` / `mamba_mass`), one "Audio" tab per clip, and "Attribution" when an
+"Modality mass" (`attention_mass` / `mamba_mass`), one "Audio" tab per clip, and "Attribution" when an
 attribution result is given. `.figure()` is the run's summary table: tokens per media item before and after
 reduction, the answer and the timings.
 """
@@ -46,7 +46,7 @@ class Dashboard(View):
         if getattr(run, "routing", None) is not None:
             self.views["Expert routing"] = ExpertRoutingView(run)
         if data.mass_layers(run):
-            self.views["Attention & Mamba mass"] = ModalityAttentionView(run)
+            self.views["Modality mass"] = ModalityAttentionView(run)
         audio = data.audio_items(run.token_map)
         for item in audio:
             self.views["Audio" if len(audio) == 1 else f"Audio {item}"] = AudioTimeline(run, item=item)

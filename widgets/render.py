@@ -25,7 +25,7 @@ MODALITY_COLOURS = {
 }
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["sendDataToCloud"]}
 TEMPLATE = "plotly_white"
-LIVE_WIDTH = 1080  # px: FigureWidgets do not follow their output area's width, so live figures get one
+LIVE_WIDTH = 980  # px: FigureWidgets do not follow their output area's width, so live figures get one
 
 
 def modality_colour(name: str) -> str:

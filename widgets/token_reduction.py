@@ -356,6 +356,8 @@ class TokenReductionMap(View):
         self._status = ipywidgets.HTML(value=self._status_text())
         controls = [panel_slider]
         if self.lab is not None:
+            if self._encoded is None:  # encode once now, so every slider move runs merge + reduce only
+                self._encoded = self.lab.encode(self.prompt)
             name, rate = _reducer_name_and_rate(self.reducer, self.panels)
             self._reducer_choice = ipywidgets.Dropdown(
                 options=list(_applicable_reducers(self.panels, self.token_map)),

@@ -4,7 +4,7 @@ The keep mask comes from `transformers.models.nemotron_h_omni.modeling_nemotron_
 function the model's forward applies with `config.video_pruning_rate`, so omni-lab prunes exactly the tokens the
 model would: every token of the first tubelet, then the tokens least similar (cosine, post-projector) to the same
 cell of the previous tubelet, keeping max(tokens per tubelet, int(total x (1 - rate))) in a stable order
-(docs/token_reduction.md, "EVS"). `scores` are `omni_lab.kernels.evs_scores`: the very values that mask sorts (1 -
+(docs/token_reduction.md §2). `scores` are `omni_lab.kernels.evs_scores`: the very values that mask sorts (1 -
 cosine similarity in the embeddings' dtype, 255 for the first tubelet), so ranking the scores with a stable
 descending sort and keeping the budget reproduces the keep mask exactly (tests/test_reducers.py checks it).
 """

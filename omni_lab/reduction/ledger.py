@@ -1,6 +1,6 @@
 """ReductionLedger: every token-reduction stage of every media item of a run, and the tokens each stage dropped.
 
-Stages, in the order the model applies them (../shared/reference/token_reduction.md §A.1):
+Stages, in the order the model applies them (docs/token_reduction.md §1):
 
     image   resize (pixels -> the processor's patch grid)  ->  pixel shuffle (4 patches -> 1 token)  -> reducer
     video   frame sampling  ->  tubelets (2 frames -> 1)  ->  pixel shuffle (4 -> 1)  ->  reducer

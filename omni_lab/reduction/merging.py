@@ -17,7 +17,7 @@ alternation keeps pairing sequence neighbours; and the edge sort is stable, so t
 group's kept token is the one B token in it that was never merged away.
 
 AudioMerge is the adjacent-merging reducer the reference suggests for the Parakeet stream
-(../shared/reference/token_reduction.md §A.3, audio: "adjacent-merge (ToMe-style in time)"; cf. SA-MAP's adjacent
+(docs/token_reduction.md §3, audio: "adjacent-merge (ToMe-style in time)"; cf. SA-MAP's adjacent
 merging and LTBM's locality-constrained matching): repeatedly merge the most similar pair of adjacent groups (cosine of
 their size-weighted means; ties to the earliest pair) until the budget is left. Groups stay contiguous in time and
 each is kept as its first token, so the kept tokens keep their order.

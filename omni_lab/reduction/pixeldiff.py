@@ -1,6 +1,6 @@
 """PixelDiff: the pixel-space variant of Efficient Video Sampling (EVS, arXiv 2510.14624).
 
-The EVS paper (as summarised in ../shared/reference/token_reduction.md §A.2) scores each patch by the L1 distance in
+The EVS paper (as summarised in docs/token_reduction.md §2) scores each patch by the L1 distance in
 RGB between it and the same patch in the previous frame, keeps every patch of the first frame as an anchor and keeps
 the most dynamic of the rest. The released model runs EVS on post-projector embeddings instead (`evs.EVS`).
 PixelDiff applies the paper's pixel rule at the model's token granularity, so the two compare at equal budgets:

@@ -1,7 +1,7 @@
 """RandomDrop: keep a uniformly random subset of an item's tokens, the equal-budget control for any reducer.
 
 UniPruneBench (arXiv 2511.02650) finds random pruning a surprisingly strong baseline, so a study of pruned tokens
-pairs each reducer with a random-keep control at an equal budget (../shared/reference/token_reduction.md §A.3).
+pairs each reducer with a random-keep control at an equal budget (docs/token_reduction.md §3).
 `RandomDrop(rate)` keeps int(N x (1 - rate)) tokens (at least 1), `RandomDrop(keep_count=k)` keeps exactly k, and
 `RandomDrop.matching(other)` keeps exactly `other.budget(item)` per item. The subset is drawn from a generator seeded
 with `seed + item.index`, so a run reproduces.

@@ -2,7 +2,7 @@
 
 Dropping whole tubelets at a fixed stride is what sampling the video at a lower frame rate would do, but after the
 encoder, so it can be compared with content-aware reducers (EVS, PixelDiff, DivPrune) on the same encoded frames
-(../shared/reference/token_reduction.md §A.4, "uniform pooling" at hook point H2). `tubelet_layout` reads the
+(docs/token_reduction.md §3, "uniform pooling" at hook point H2). `tubelet_layout` reads the
 (tubelets, tokens per tubelet) layout every video reducer of this package works on.
 """
 

@@ -4,7 +4,7 @@ For every prompt the media are encoded once; the unreduced run is the reference.
 the tokens kept, the encode / reduce / prefill seconds, the answer (and whether it matches the prompt's reference),
 and how far the first answer token's distribution moved from the unreduced run (KL divergence, top-1 agreement).
 Every reducer is paired with a `RandomDrop` at exactly its budget (UniPruneBench, arXiv 2511.02650: random pruning
-is a strong baseline; any claim about a reducer needs it).
+is a strong baseline; any claim about a reducer needs it; docs/token_reduction.md §3).
 """
 
 from __future__ import annotations
