@@ -33,6 +33,7 @@ _LAZY = {
     "capture": ("omni_lab.capture", None),
     "studies": ("omni_lab.studies", None),
     "attribution": ("omni_lab.attribution", None),
+    "cluster": ("omni_lab.cluster", None),
     "ablate_tokens": ("omni_lab.capture.interventions", "ablate_tokens"),
     "ablate_experts": ("omni_lab.capture.interventions", "ablate_experts"),
     "force_experts": ("omni_lab.capture.interventions", "force_experts"),

@@ -9,7 +9,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ["torch", "transformers", "gradio", "plotly", "triton", "jupyter", "jupyterlab", "ipywidgets", "captum"]
+HEAVY = [
+    "torch",
+    "transformers",
+    "gradio",
+    "gradio_client",
+    "plotly",
+    "triton",
+    "jupyter",
+    "jupyterlab",
+    "ipywidgets",
+    "anywidget",
+    "captum",
+    "ray",
+]
 
 
 def test_import_is_light():
@@ -53,6 +66,10 @@ def test_wheel_contains_the_mapped_packages(tmp_path):
     assert not any(name.startswith(("kernels/", "widgets/", "tests/")) for name in names)
     shipped = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "omni_lab/toy/assets").rglob("*.*"))
     assert shipped and set(shipped) <= set(names), "the toy twin's checkpoint files must ship in the wheel"
+    examples = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "omni_lab/playground/examples").glob("*.*"))
+    assert examples and set(examples) <= set(names), "the playground's examples must ship in the wheel"
+    notebooks = sorted(f"omni_lab/notebooks/{path.name}" for path in (ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 9 and set(notebooks) <= set(names), "the explore notebooks must ship in the wheel"
 
 
 def test_ci_runs_the_readme_test_command():
