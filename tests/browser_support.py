@@ -205,7 +205,9 @@ def jupyterlab_server(root: Path, timeout_s: float = 90.0):
         deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {process.returncode}: {(root / 'jupyterlab.log').read_text()}")
+                raise RuntimeError(
+                    f"JupyterLab exited with {process.returncode}: {(root / 'jupyterlab.log').read_text()}"
+                )
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as response:
                     if response.status == 200:
@@ -213,7 +215,9 @@ def jupyterlab_server(root: Path, timeout_s: float = 90.0):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not answer in {timeout_s:.0f} s: {(root / 'jupyterlab.log').read_text()}")
+                raise RuntimeError(
+                    f"JupyterLab did not answer in {timeout_s:.0f} s: {(root / 'jupyterlab.log').read_text()}"
+                )
             time.sleep(0.5)
         yield base, token
     finally:

@@ -563,3 +563,17 @@ def test_every_reducer_runs_through_the_model_at_its_budget(toy_lab):
             assert kept == {"image": counts["image"], "video": 21, "audio": 4}
         assert (df.position[~df.kept] == -1).all()
         assert run.token_map.num_positions == int(df.kept.sum())
+
+
+def test_reducers_by_name_at_a_rate():
+    from omni_lab import reducers
+
+    assert repr(reducers.at_rate("evs", 0.5)) == repr(reducers.EVS(0.5))
+    assert isinstance(reducers.at_rate("RandomDrop", 0.25), reducers.RandomDrop)
+    assert isinstance(reducers.at_rate("random", 0.25), reducers.RandomDrop)
+    assert [reducers.at_rate("uniform", rate).keep_every for rate in (0.0, 0.5, 0.75, 0.9)] == [1, 2, 4, 10]
+    assert reducers.at_rate("Uniform_Temporal", 0.5).keep_every == 2
+    with pytest.raises(OmniLabInputError, match="not one of"):
+        reducers.at_rate("fastv", 0.5)
+    with pytest.raises(OmniLabInputError, match=r"\[0, 1\)"):
+        reducers.at_rate("evs", 1.0)

@@ -273,6 +273,8 @@ def test_grouped_answer_query_and_audio_windows(audio_run):
     assert len(table) == 2 * len(windows)
     clip_end = float(data.audio_tokens(audio_run.token_map, 0).t1.max())
     assert ((table.t0 < table.t1) & (table.t1 <= clip_end + 1e-9) & (table.mass >= 0)).all()
+    spans = table[table.kind == "mamba"].sort_values("t0")
+    np.testing.assert_allclose(spans.t0.to_numpy(), 0.5 * np.arange(len(spans)))  # the captured 0.5 s windows
 
 
 # ---------------------------------------------------------------------------------------------------- data: audio
@@ -287,10 +289,17 @@ def test_audio_tokens_waveform_and_mel(audio_run):
     assert len(envelope) == 500 and (envelope.low <= envelope.high).all()
     assert envelope.high.max() == pytest.approx(float(clip.waveform.max()))
     assert envelope.t.max() < clip.seconds
+    features = prompt.inputs["input_features"][0].float().numpy()  # (frames, mel bins), the encoder's input
+    mask = prompt.inputs.get("input_features_mask")
+    if mask is not None:
+        features = features[mask[0].numpy().astype(bool)]
+    times, mel = data.audio_mel(prompt, 0, max_columns=100_000)
+    np.testing.assert_array_equal(mel, features.T)
+    np.testing.assert_allclose(times, np.arange(len(features)) * 0.01)
     times, mel = data.audio_mel(prompt, 0, max_columns=50)
-    features = prompt.inputs["input_features"][0]
-    assert mel.shape == (features.shape[-1], 50) and times.shape == (50,)
-    np.testing.assert_allclose(mel.mean(), features.float().numpy().mean(), rtol=1e-4, atol=1e-4)
+    assert mel.shape == (features.shape[1], 50) and times.shape == (50,)
+    first = int(round(times[1] / 0.01))
+    np.testing.assert_allclose(mel[:, 0], features[:first].mean(0), rtol=1e-5, atol=1e-6)
     spans = data.pruned_spans(tokens)
     dropped = tokens[~tokens.kept]
     assert len(dropped) > 0
@@ -365,7 +374,9 @@ def test_token_reduction_figure_links_merged_tokens(image_run):
     fig = TokenReductionMap(image_run).figure()
     merged = fig.frames[0].data[3]
     links = fig.frames[0].data[5]
-    expected = int(((~np.asarray(image_run.token_map["kept"])) & (np.asarray(image_run.token_map["merged_into"]) >= 0)).sum())
+    expected = int(
+        ((~np.asarray(image_run.token_map["kept"])) & (np.asarray(image_run.token_map["merged_into"]) >= 0)).sum()
+    )
     assert merged.name == "merged" and len(merged.x) == expected > 0
     assert len(links.x) == 3 * expected  # start, target, gap per merged token
 
@@ -422,7 +433,7 @@ def test_attribution_overlay_figure(omni_run):
     scores = scores * np.linspace(-2, 1, len(token_map))
     view = AttributionOverlay((token_map, scores), media=omni_run)
     fig = view.figure()
-    assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax == pytest.approx(-2.0)
+    assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax == pytest.approx(-np.nanmax(np.abs(scores)))
     panels = data.media_panels(token_map)
     assert len(fig.frames) == len(panels)
     for frame, panel in zip(fig.frames, panels, strict=True):
@@ -503,7 +514,9 @@ def test_routing_and_attention_widgets_follow_their_controls(omni_run):
     video = loads["video"] / loads["video"].sum(1, keepdims=True)
     np.testing.assert_allclose(np.asarray(routing._figure_widget.data[0].z), video, rtol=1e-5)
     routing.select_token(4)
-    np.testing.assert_array_equal(np.asarray(routing._figure_widget.data[-1].y), omni_run.routing.experts[:, 4].reshape(-1))
+    np.testing.assert_array_equal(
+        np.asarray(routing._figure_widget.data[-1].y), omni_run.routing.experts[:, 4].reshape(-1)
+    )
     attention = ModalityAttentionView(omni_run)
     attention.widget()
     layer = omni_run.attention_mass.layers[-1]
@@ -515,3 +528,19 @@ def test_routing_and_attention_widgets_follow_their_controls(omni_run):
     first = table[table.modality == attention.modalities[0]].sort_values("order").mass.to_numpy()
     np.testing.assert_allclose(np.asarray(attention._figure_widget.data[0].y), first, rtol=1e-5)
     assert isinstance(pd.DataFrame(attention.table()), pd.DataFrame)
+
+
+@pytest.mark.slow
+def test_attribution_overlay_draws_an_occlusion_attribution(omni_run, twin_lab):
+    pytest.importorskip("captum")
+    attribution = ol.attribution.occlusion(twin_lab, omni_run.prompt, unit="tubelet", progress=False)
+    view = AttributionOverlay(attribution, media=omni_run.prompt)
+    assert view.label() == f"occlusion → {attribution.target}"
+    fig = view.figure()
+    panels = data.media_panels(attribution.token_map)
+    for frame, panel in zip(fig.frames, panels, strict=True):
+        z = np.asarray(frame.data[1].z, dtype=float).reshape(-1)
+        np.testing.assert_array_equal(z, attribution.scores[panel.rows].astype(np.float32))
+        assert np.isfinite(z).all()  # a tubelet unit scores every token of its tubelet
+    finite = np.abs(attribution.scores[np.isfinite(attribution.scores)])
+    assert fig.layout.coloraxis.cmax == pytest.approx(finite.max())

@@ -28,11 +28,15 @@ from tests.browser_support import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-TOY_RUN_SOURCE = """\
+LOAD_SOURCE = """\
+import omni_lab as ol
+
+lab = ol.load("toy", progress=False)
+"""
+RUN_SOURCE = """\
 import omni_lab as ol
 from omni_lab.toy import shapesworld
 
-lab = ol.load("toy", progress=False)
 example = shapesworld.sample(shapesworld.eval_seed(0, "omni", 0), "omni")
 prompt = example.prompt(lab)
 run = lab.run(prompt, max_new_tokens=8, capture=["routing", "attention_mass", "mamba_mass"], reducer=ol.reducers.EVS(0.5))
@@ -40,7 +44,7 @@ run = lab.run(prompt, max_new_tokens=8, capture=["routing", "attention_mass", "m
 
 
 @pytest.fixture(scope="module")
-def saved_pages(tmp_path_factory):
+def saved_pages(tmp_path_factory, twin_lab):
     """Every view of one toy-twin run (video + audio, an image run, an attribution) saved as HTML."""
     import omni_lab as ol
     from omni_lab.toy import shapesworld
@@ -53,9 +57,9 @@ def saved_pages(tmp_path_factory):
         TokenReductionMap,
     )
 
-    namespace: dict = {}
-    exec(TOY_RUN_SOURCE, namespace)  # the same run the notebook test builds
-    lab, run = namespace["lab"], namespace["run"]
+    namespace: dict = {"lab": twin_lab}
+    exec(RUN_SOURCE, namespace)  # the same run the notebook test builds
+    lab, run = twin_lab, namespace["run"]
     image_example = shapesworld.sample(shapesworld.eval_seed(0, "image", 1), "image", "count")
     image_run = lab.run(image_example.prompt(lab), max_new_tokens=4, reducer={"image": ol.reducers.ToMe(0.5)})
     scores = np.linspace(-1.0, 1.0, len(run.token_map))
@@ -130,7 +134,14 @@ def _notebook(source: str) -> dict:
     ]
     return {
         "cells": [
-            {"id": f"cell-{index}", "cell_type": "code", "metadata": {}, "source": cell, "outputs": [], "execution_count": None}
+            {
+                "id": f"cell-{index}",
+                "cell_type": "code",
+                "metadata": {},
+                "source": cell,
+                "outputs": [],
+                "execution_count": None,
+            }
             for index, cell in enumerate(cells)
         ],
         "metadata": {
@@ -144,7 +155,7 @@ def _notebook(source: str) -> dict:
 
 def test_dashboard_in_jupyterlab(chromium_browser, tmp_path):  # noqa: F811
     skip_unless_browser(jupyterlab=True)
-    (tmp_path / "dashboard.ipynb").write_text(json.dumps(_notebook(TOY_RUN_SOURCE)), encoding="utf-8")
+    (tmp_path / "dashboard.ipynb").write_text(json.dumps(_notebook(LOAD_SOURCE + RUN_SOURCE)), encoding="utf-8")
     with jupyterlab_server(tmp_path) as (base, token):
         context = chromium_browser.new_context(viewport={"width": 1500, "height": 1500})
         page = context.new_page()
@@ -173,6 +184,13 @@ def test_dashboard_in_jupyterlab(chromium_browser, tmp_path):  # noqa: F811
             page.screenshot(path=str(artifact_path("jupyterlab_dashboard_rate.png")))
             output.screenshot(path=str(artifact_path("jupyterlab_dashboard_rate_widget.png")))
             assert after < before, f"raising the rate to 0.9 should draw fewer kept tokens ({before} -> {after})"
+            page.locator(".lm-TabBar-tabLabel", has_text="Expert routing").first.click()
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.jp-OutputArea .js-plotly-plot'))"
+                ".filter(plot => plot.getBoundingClientRect().width > 300).length === 1",
+                timeout=30_000,
+            )  # the routing tab's plot draws when shown, and the reduction map's is hidden
+            output.screenshot(path=str(artifact_path("jupyterlab_dashboard_routing_tab.png")))
             assert page.get_by_text("Error displaying widget").count() == 0
             assert errors == [], errors
         finally:

@@ -70,7 +70,10 @@ class ModalityAttentionView(View):
             for position in [int(p) for p in answer if int(p) in present][:MAX_QUERY_CHOICES]:
                 choices.append((data.position_label(mass.token_map, position), position))
         choices.append(("all queries", "all"))
-        return list({repr(value): (label, value) for label, value in choices}.values())
+        unique: dict[str, tuple[str, object]] = {}
+        for label, value in choices:
+            unique.setdefault(repr(value), (label, value))
+        return list(unique.values())
 
     @property
     def layer_labels(self) -> list[str]:
@@ -187,7 +190,14 @@ class ModalityAttentionView(View):
         for index, (_, kind, _) in enumerate(self.entries):
             if kind == "attention":
                 fig.add_vrect(
-                    x0=index - 0.5, x1=index + 0.5, fillcolor="#fff3bf", opacity=0.6, layer="below", line_width=0, row=1, col=1
+                    x0=index - 0.5,
+                    x1=index + 0.5,
+                    fillcolor="#fff3bf",
+                    opacity=0.6,
+                    layer="below",
+                    line_width=0,
+                    row=1,
+                    col=1,
                 )
         fig.update_xaxes(title_text="layer (attention shaded)", type="category", row=1, col=1)
         fig.update_yaxes(title_text="share of mass", range=[0, 1.12], row=1, col=1)
@@ -202,7 +212,14 @@ class ModalityAttentionView(View):
             barmode="stack",
             bargap=0.15,
             title={"text": f"{self.title} — query: {query_label}", "x": 0.01, "font": {"size": 14}},
-            legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.04, "yanchor": "bottom", "traceorder": "normal"},
+            legend={
+                "orientation": "h",
+                "x": 1.0,
+                "xanchor": "right",
+                "y": 1.04,
+                "yanchor": "bottom",
+                "traceorder": "normal",
+            },
             margin={"l": 70, "r": 30, "t": 110, "b": 60},
             updatemenus=[self._query_menu(fig)],
             sliders=[self._layer_slider(fig)],

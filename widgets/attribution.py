@@ -57,8 +57,24 @@ class AttributionOverlay(View):
         method = f"{self.scores.method} " if self.scores.method else ""
         return f"AttributionOverlay({method}{scored} of {len(self.token_map)} rows scored)"
 
+    def parts(self) -> list[str]:
+        """The rows the figure draws: "pictures", "audio", "text" where the result scored any token (every present
+        part when it scored none)."""
+        scores = self.scores.scores
+        visual = np.concatenate([panel.rows for panel in self.panels]) if self.panels else np.zeros(0, dtype=int)
+        audio = np.flatnonzero(np.asarray(self.token_map["modality"]) == "audio")
+        text = self.text.row.to_numpy()
+        present = {name: rows for name, rows in (("pictures", visual), ("audio", audio), ("text", text)) if len(rows)}
+        scored = [name for name, rows in present.items() if np.isfinite(scores[rows]).any()]
+        return scored or list(present)
+
+    @property
+    def scrubbed(self) -> bool:
+        """Whether the figure carries a slider over several images / tubelets."""
+        return len(self.panels) > 1 and "pictures" in self.parts()
+
     def label(self) -> str:
-        """"FeatureAblation → 'left'" or "attribution"."""
+        """ "FeatureAblation → 'left'" or "attribution"."""
         method = self.scores.method or "attribution"
         return f"{method} → {self.scores.target}" if self.scores.target else method
 
@@ -71,7 +87,14 @@ class AttributionOverlay(View):
     # --------------------------------------------------------------------------------------------------- figure
     def figure(self, panel: int = 0) -> go.Figure:
         """The overlay as a `go.Figure` (a slider with frames scrubs images and tubelets without a kernel)."""
-        rows = [name for name, present in (("pictures", self.panels), ("audio", self.audio), ("text", len(self.text))) if present]
+        fig = self._layout_figure(panel)
+        if self.scrubbed:
+            fig.frames = self._frames()
+            fig.update_layout(sliders=[self._slider(fig, panel)])
+        return fig
+
+    def _layout_figure(self, panel: int) -> go.Figure:
+        rows = self.parts()
         heights = {"pictures": 0.55, "audio": 0.17, "text": 0.28}
         titles = {
             "pictures": "scores over the pixels",
@@ -120,76 +143,83 @@ class AttributionOverlay(View):
                 "cmax": self.limit,
                 "colorbar": {"title": {"text": "score"}, "thickness": 12},
             },
-            margin={"l": 70, "r": 30, "t": 110 if len(self.panels) > 1 else 80, "b": 60},
+            margin={"l": 70, "r": 30, "t": 110 if self.scrubbed else 80, "b": 60},
             showlegend=False,
             hoverlabel={"align": "left"},
         )
-        if self.panels and len(self.panels) > 1:
-            self._add_scrubber(fig, panel)
         return fig
 
-    def _panel_traces(self, index: int) -> list:
+    def _panel_traces(self, index: int) -> list[dict]:
+        """The picture and score overlay of one image / tubelet (plain dicts)."""
         panel = self.panels[index]
         width, height = panel.size
         cell_w, cell_h = panel.cell
         picture = self.picture(index)
         if picture is None:
-            image = go.Image(z=np.full((1, 1, 3), 235, dtype=np.uint8), dx=width, dy=height, hoverinfo="skip")
+            image = {"type": "image", "z": np.full((1, 1, 3), 235, dtype=np.uint8), "dx": width, "dy": height}
         else:
             scale = min(1.0, self.max_side / max(panel.size))
             step_x = width / max(1, round(width * scale))
             step_y = height / max(1, round(height * scale))
-            image = go.Image(source=picture, dx=step_x, dy=step_y, x0=step_x / 2, y0=step_y / 2, hoverinfo="skip")
+            image = {"type": "image", "source": picture, "dx": step_x, "dy": step_y, "x0": step_x / 2, "y0": step_y / 2}
+        image["hoverinfo"] = "skip"
         grid = data.score_grid(self.scores.scores, panel)
         rows = np.full(panel.grid, -1.0)
         rows.reshape(-1)[: len(panel.rows)] = panel.rows
-        overlay = go.Heatmap(
-            z=grid.astype(np.float32),
-            x0=cell_w / 2,
-            dx=cell_w,
-            y0=cell_h / 2,
-            dy=cell_h,
-            coloraxis="coloraxis",
-            opacity=0.6,
-            customdata=rows.astype(np.float32),
-            hovertemplate=f"{panel.label}<br>row %{{customdata:.0f}}<br>score %{{z:.4g}}<extra></extra>",
-            name="scores",
-        )
+        overlay = {
+            "type": "heatmap",
+            "z": grid.astype(np.float32),
+            "x0": cell_w / 2,
+            "dx": cell_w,
+            "y0": cell_h / 2,
+            "dy": cell_h,
+            "coloraxis": "coloraxis",
+            "opacity": 0.6,
+            "customdata": rows.astype(np.float32),
+            "hovertemplate": f"{panel.label}<br>row %{{customdata:.0f}}<br>score %{{z:.4g}}<extra></extra>",
+            "name": "scores",
+        }
         return [image, overlay]
 
-    def _add_scrubber(self, fig, panel: int) -> None:
-        fig.frames = [
-            go.Frame(
-                name=str(index),
-                data=self._panel_traces(index),
-                traces=list(range(PANEL_TRACES)),
-                layout={"xaxis": {"range": [0, p.size[0]]}, "yaxis": {"range": [p.size[1], 0]}},
-            )
+    def _frames(self) -> list[dict]:
+        return [
+            {
+                "name": str(index),
+                "data": self._panel_traces(index),
+                "traces": list(range(PANEL_TRACES)),
+                "layout": {"xaxis": {"range": [0, p.size[0]]}, "yaxis": {"range": [p.size[1], 0]}},
+            }
             for index, p in enumerate(self.panels)
         ]
+
+    def _slider(self, fig, panel: int) -> dict:
         steps = [
             {
                 "method": "animate",
                 "label": p.label.replace("video ", "v").replace(" · frames ", " f").split(" (")[0],
-                "args": [[str(index)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}],
+                "args": [[str(index)], render.ANIMATE_NOW],
             }
             for index, p in enumerate(self.panels)
         ]
-        fig.update_layout(
-            sliders=[
-                {
-                    "active": panel,
-                    "steps": steps,
-                    "x": 0.64,
-                    "len": 0.36,
-                    "y": fig.layout.yaxis.domain[1] + 0.005,
-                    "yanchor": "bottom",
-                    "pad": {"t": 0, "b": 0},
-                    "currentvalue": {"prefix": "showing: ", "font": {"size": 12, "color": "#222"}},
-                    **render.hidden_tick_slider(len(steps) * 3),
-                }
-            ]
-        )
+        return {
+            "active": panel,
+            "steps": steps,
+            "x": 0.64,
+            "len": 0.36,
+            "y": fig.layout.yaxis.domain[1] + 0.005,
+            "yanchor": "bottom",
+            "pad": {"t": 0, "b": 0},
+            "currentvalue": {"prefix": "showing: ", "font": {"size": 12, "color": "#222"}},
+            **render.hidden_tick_slider(len(steps) * 3),
+        }
+
+    def figure_for_html(self, panel: int = 0):
+        """`figure()` with its frames left as unvalidated dicts (much faster for long videos)."""
+        fig = self._layout_figure(panel)
+        if self.scrubbed:
+            fig.update_layout(sliders=[self._slider(fig, panel)])
+            return render.with_frames(fig, self._frames())
+        return fig
 
     # ---------------------------------------------------------------------------------------------- live widget
     def _build_widget(self):
@@ -201,7 +231,7 @@ class AttributionOverlay(View):
         figure.layout.width = render.LIVE_WIDTH
         self._figure_widget = go.FigureWidget(figure)
         children = [self._figure_widget]
-        if len(self.panels) > 1:
+        if self.scrubbed:
             scrubber = ipywidgets.SelectionSlider(
                 options=[(p.label, index) for index, p in enumerate(self.panels)],
                 value=0,
@@ -221,9 +251,7 @@ class AttributionOverlay(View):
         panel = self.panels[index]
         with widget.batch_update():
             for target, source in zip(widget.data[:PANEL_TRACES], self._panel_traces(index), strict=True):
-                properties = source.to_plotly_json()
-                properties.pop("type", None)
-                target.update(properties, overwrite=True)
+                target.update({key: value for key, value in source.items() if key != "type"}, overwrite=True)
             widget.layout.xaxis.range = [0, panel.size[0]]
             widget.layout.yaxis.range = [panel.size[1], 0]
 

@@ -54,7 +54,7 @@ class AudioTimeline(View):
         self._widget = None
 
     def summary(self) -> str:
-        """"audio 0 (1.94 s): 25 of 25 tokens kept"."""
+        """ "audio 0 (1.94 s): 25 of 25 tokens kept"."""
         tokens = data.audio_tokens(self.token_map, self.item)
         seconds = float(tokens.t1.max())
         return f"audio {self.item} ({seconds:.2f} s): {int(tokens.kept.sum())} of {len(tokens)} tokens kept"

@@ -27,9 +27,13 @@ class View:
         """The view as a plotly `go.Figure`."""
         raise NotImplementedError
 
+    def figure_for_html(self):
+        """The figure a saved page holds: `figure()`, or its plain dict where validating it would be slow."""
+        return self.figure()
+
     def sections(self) -> list[tuple[str, object]]:
-        """(heading, figure) pairs of the saved page (one figure by default)."""
-        return [("", self.figure())]
+        """(heading, figure or figure dict) pairs of the saved page (one figure by default)."""
+        return [("", self.figure_for_html())]
 
     def notes(self) -> str:
         """One line of HTML shown under the saved page's title."""

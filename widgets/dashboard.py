@@ -104,7 +104,7 @@ class Dashboard(View):
         return fig
 
     def sections(self) -> list[tuple[str, object]]:
-        return [("Summary", self.figure())] + [(name, view.figure()) for name, view in self.views.items()]
+        return [("Summary", self.figure())] + [(name, view.figure_for_html()) for name, view in self.views.items()]
 
     def notes(self) -> str:
         return html.escape(self.headline())

@@ -115,11 +115,14 @@ def _panel(token_map, modality: str, rows: np.ndarray) -> MediaPanel:
     )
 
 
-def token_status(token_map) -> np.ndarray:
-    """Per row: "kept", "merged" (dropped into a kept token) or "pruned" (dropped)."""
+def token_status(token_map, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per row (or per given row): "kept", "merged" (dropped into a kept token) or "pruned" (dropped)."""
     kept = np.asarray(token_map["kept"], dtype=bool)
-    merged = ~kept & (np.asarray(token_map["merged_into"]) >= 0)
-    return np.where(kept, "kept", np.where(merged, "merged", "pruned")).astype(object)
+    merged_into = np.asarray(token_map["merged_into"])
+    if rows is not None:
+        kept, merged_into = kept[rows], merged_into[rows]
+    labels = np.array(STATUSES, dtype=object)
+    return labels[np.where(kept, 0, np.where(merged_into >= 0, 1, 2))]
 
 
 def panel_tokens(token_map, panel: MediaPanel):
@@ -142,7 +145,7 @@ def panel_tokens(token_map, panel: MediaPanel):
     target = np.where(has_target, merged_into, 0)
     target_cx = np.where(has_target, (token_map["x0"][target] + token_map["x1"][target]) / 2, np.nan)
     target_cy = np.where(has_target, (token_map["y0"][target] + token_map["y1"][target]) / 2, np.nan)
-    status = token_status(token_map)[rows]
+    status = token_status(token_map, rows)
     return pd.DataFrame(
         {
             "row": rows,
@@ -185,7 +188,7 @@ def score_grid(values: np.ndarray, panel: MediaPanel) -> np.ndarray:
 
 def status_grid(token_map, panel: MediaPanel) -> np.ndarray:
     """`(grid rows, grid cols)`: NaN for kept tokens, 0 for pruned, 1 for merged (the shading over the pixels)."""
-    status = token_status(token_map)[panel.rows]
+    status = token_status(token_map, panel.rows)
     codes = np.where(status == "kept", np.nan, np.where(status == "merged", 1.0, 0.0))
     grid = np.full(panel.grid, np.nan)
     grid.reshape(-1)[: len(panel.rows)] = codes
@@ -200,10 +203,9 @@ def reduction_counts(token_map, panels: list[MediaPanel]):
     """
     import pandas as pd
 
-    status = token_status(token_map)
     records = []
     for panel in panels:
-        mine = status[panel.rows]
+        mine = token_status(token_map, panel.rows)
         records.append(
             {
                 "label": panel.label,
@@ -389,7 +391,7 @@ def token_routing(routing, position: int):
 
 
 def position_label(token_map, position: int) -> str:
-    """"position 12 · video 0 · 'x'" for a hover or a title."""
+    """ "position 12 · video 0 · 'x'" for a hover or a title."""
     rows = position_rows(token_map)
     if not 0 <= position < len(rows):
         return f"position {position}"
@@ -586,7 +588,7 @@ def audio_tokens(token_map, item: int = 0):
 
     modality = np.asarray(token_map["modality"])
     rows = np.flatnonzero((modality == "audio") & (np.asarray(token_map["item"]) == item))
-    status = token_status(token_map)[rows]
+    status = token_status(token_map, rows)
     return pd.DataFrame(
         {
             "row": rows,
@@ -639,7 +641,8 @@ def audio_mass(run, item: int = 0, query="answer"):
             continue
         rows, _ = query_rows(mass, query)
         per_segment = np.mean([mass.mass[layer].float().numpy()[:, rows].mean(axis=(0, 1)) for layer in mass.layers], 0)
-        window = float(mass.options.get("window_seconds", 1.0))  # MassSpec's default when not recorded
+        kept_t0 = tokens.t0[tokens.kept].to_numpy()
+        window = _window_seconds(mass, kept_t0, mine["window"][mine["window"] >= 0].tolist(), clip_end)
         for segment, entry in mine.iterrows():
             if entry["window"] >= 0:
                 t0 = min(entry["window"] * window, clip_end)
@@ -657,6 +660,24 @@ def audio_mass(run, item: int = 0, query="answer"):
                 }
             )
     return pd.DataFrame(records, columns=["kind", "segment", "label", "t0", "t1", "mass"])
+
+
+ROUND_WINDOWS = (1.0, 0.5, 0.25, 0.2, 0.1, 2.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0)
+
+
+def _window_seconds(mass, kept_t0: np.ndarray, windows: list[int], clip_end: float) -> float:
+    """The audio window length a mass was pooled with: as recorded in its options, else the first round length
+    that puts the clip's kept tokens (`floor(t0 / length)`) in exactly the captured windows."""
+    recorded = mass.options.get("window_seconds")
+    if recorded:
+        return float(recorded)
+    if not windows:
+        return 1.0
+    wanted = set(int(window) for window in windows)
+    for length in ROUND_WINDOWS:
+        if set(np.floor(kept_t0 / length + 1e-9).astype(int).tolist()) == wanted:
+            return length
+    return clip_end / (max(wanted) + 1)
 
 
 # ----------------------------------------------------------------------------------------------------- attribution

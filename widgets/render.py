@@ -23,6 +23,7 @@ MODALITY_COLOURS = {
     "generated": "#2f2f2f",
     "mixed": "#bcbd22",
 }
+ANIMATE_NOW = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["sendDataToCloud"]}
 TEMPLATE = "plotly_white"
 LIVE_WIDTH = 980  # px: FigureWidgets do not follow their output area's width, so live figures get one
@@ -48,9 +49,24 @@ def picture_uri(pixels: np.ndarray, quality: int = 82) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def with_frames(fig, frames: list[dict]) -> dict:
+    """A figure as a plain dict with animation frames added unvalidated (numpy arrays as plotly's typed arrays)."""
+    from _plotly_utils.utils import convert_to_base64
+
+    figure = fig.to_dict()
+    figure["frames"] = frames
+    convert_to_base64(figure["frames"])
+    return figure
+
+
 def figure_div(fig, include_plotlyjs: bool = True, post_script: str | None = None) -> str:
-    """One figure as an HTML fragment (`<div>` + scripts), plotly.js inline when asked, nothing from a CDN."""
-    return fig.to_html(
+    """One figure (a `go.Figure` or its dict) as an HTML fragment (`<div>` + scripts), plotly.js inline when asked,
+    nothing from a CDN."""
+    import plotly.io as pio
+
+    return pio.to_html(
+        fig,
+        validate=False,
         full_html=False,
         include_plotlyjs=include_plotlyjs,
         include_mathjax=False,
@@ -81,7 +97,10 @@ def page(title: str, sections: list[tuple[str, object]], notes: str = "") -> str
         "<style>body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:16px 24px;color:#222}"
         "h1{font-size:20px;margin:4px 0 8px}h2{font-size:16px;margin:18px 0 4px}p.notes{color:#555;margin:0 0 8px}"
         "section{max-width:1400px}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>" + (f"<p class='notes'>{notes}</p>" if notes else "") + "".join(parts) + "</body></html>\n"
+        f"<h1>{html.escape(title)}</h1>"
+        + (f"<p class='notes'>{notes}</p>" if notes else "")
+        + "".join(parts)
+        + "</body></html>\n"
     )
 
 

@@ -59,9 +59,11 @@ class ExpertRoutingView(View):
         )
 
     def summary(self) -> str:
-        """"4 MoE layers x 16 experts (top-2), 128 positions"."""
+        """ "4 MoE layers x 16 experts (top-2), 128 positions"."""
         k = int(self.routing.experts.shape[2])
-        return f"{len(self.layers)} MoE layers × {self.routing.num_experts} experts (top-{k}), {self.positions} positions"
+        return (
+            f"{len(self.layers)} MoE layers × {self.routing.num_experts} experts (top-{k}), {self.positions} positions"
+        )
 
     def _token_choices(self) -> list[int]:
         answer = data.answer_positions(self.token_map, limit=self.positions).tolist()
@@ -84,7 +86,7 @@ class ExpertRoutingView(View):
             cols=2,
             column_widths=[0.64, 0.36],
             row_heights=[0.42, 0.035, 0.545],
-            horizontal_spacing=0.14,
+            horizontal_spacing=0.17,
             vertical_spacing=0.075,
             specs=[[{}, {}], [{}, None], [{}, {}]],
             subplot_titles=(
@@ -104,7 +106,7 @@ class ExpertRoutingView(View):
         layer_labels = [f"L{layer}" for layer in self.layers]
         fig.update_xaxes(title_text="expert", row=1, col=1)
         fig.update_yaxes(title_text="MoE layer", autorange="reversed", row=1, col=1)
-        fig.update_xaxes(title_text="MoE layer", tickvals=self.layers, row=1, col=2)
+        fig.update_xaxes(title_text="MoE layer", tickvals=self.layers if len(self.layers) <= 16 else None, row=1, col=2)
         fig.update_yaxes(title_text="entropy (bits)", row=1, col=2)
         fig.update_xaxes(showticklabels=False, matches="x4", row=2, col=1)
         fig.update_yaxes(tickfont={"size": 10}, row=2, col=1)
@@ -135,7 +137,7 @@ class ExpertRoutingView(View):
             customdata=counts.astype(np.int32),
             colorscale="Blues",
             zmin=0,
-            colorbar={"title": {"text": "share"}, "len": 0.38, "y": 1.0, "yanchor": "top", "x": 0.57, "thickness": 10},
+            colorbar={"title": {"text": "share"}, "len": 0.38, "y": 1.0, "yanchor": "top", "x": 0.54, "thickness": 10},
             hovertemplate="%{y} · expert %{x}<br>picks %{customdata}<br>share %{z:.3f}<extra></extra>",
             name=f"load ({group})",
         )
@@ -200,7 +202,14 @@ class ExpertRoutingView(View):
             zmin=0,
             zmax=self.routing.num_experts - 1,
             colorscale="Turbo",
-            colorbar={"title": {"text": "expert"}, "len": 0.5, "y": 0.0, "yanchor": "bottom", "x": 0.57, "thickness": 10},
+            colorbar={
+                "title": {"text": "expert"},
+                "len": 0.5,
+                "y": 0.0,
+                "yanchor": "bottom",
+                "x": 0.54,
+                "thickness": 10,
+            },
             hovertemplate="%{y} · position %{x}<br>top expert %{z}<br>share of bin %{customdata:.2f}<extra></extra>",
             name="top expert",
         )
@@ -309,7 +318,9 @@ class ExpertRoutingView(View):
         self._label = ipywidgets.HTML(value=self._label_text())
         strip = self._figure_widget.data[-2]
         strip.on_click(lambda trace, points, state: points.xs and self.select_token(self._position_of(points.xs[0])))
-        return ipywidgets.VBox([ipywidgets.HBox([groups]), ipywidgets.HBox([position, self._label]), self._figure_widget])
+        return ipywidgets.VBox(
+            [ipywidgets.HBox([groups]), ipywidgets.HBox([position, self._label]), self._figure_widget]
+        )
 
     def _position_of(self, x: float) -> int:
         column = int(np.argmin(np.abs(self._columns() - x)))

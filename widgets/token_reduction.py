@@ -26,13 +26,18 @@ from .base import View
 
 STATUSES = data.STATUSES
 PANEL_TRACES = ("picture", "shading", "kept", "merged", "pruned", "links", "scores", "current")
-_SHADING = [[0.0, "rgba(15,15,15,0.62)"], [0.5, "rgba(15,15,15,0.62)"], [0.5, "rgba(31,119,180,0.5)"], [1.0, "rgba(31,119,180,0.5)"]]
+_SHADING = [
+    [0.0, "rgba(15,15,15,0.62)"],
+    [0.5, "rgba(15,15,15,0.62)"],
+    [0.5, "rgba(31,119,180,0.5)"],
+    [1.0, "rgba(31,119,180,0.5)"],
+]
 _SYMBOLS = {"kept": "square-open", "merged": "circle-open", "pruned": "x-thin-open"}
 RATE_REDUCERS = ("EVS", "PixelDiff", "RandomDrop", "DivPrune", "ToMe", "UniformTemporal", "AudioMerge")
 
 
 def make_reducer(name: str, rate: float):
-    """A reducer by name at a drop rate (UniformTemporal keeps every round(1 / (1 - rate))-th tubelet).
+    """A reducer by class name at a drop rate (`omni_lab.reducers.at_rate`).
 
     Args:
         name: one of `RATE_REDUCERS`.
@@ -42,9 +47,7 @@ def make_reducer(name: str, rate: float):
 
     if name not in RATE_REDUCERS:
         raise OmniLabInputError(f"reducer {name!r}: the rate slider drives {RATE_REDUCERS}")
-    if name == "UniformTemporal":
-        return reducers.UniformTemporal(max(1, round(1 / (1 - float(rate)))))
-    return getattr(reducers, name)(float(rate))
+    return reducers.at_rate(name, rate)
 
 
 def reduce_token_map(lab, prompt, reducer, encoded):
@@ -116,40 +119,48 @@ class TokenReductionMap(View):
             panel: the panel shown first.
         """
         fig = self._base_figure(panel)
-        names = [str(index) for index in range(len(self.panels))]
-        fig.frames = [
-            go.Frame(
-                name=name,
-                data=self._panel_traces(index),
-                traces=list(range(len(PANEL_TRACES))),
-                layout=self._panel_layout(index),
-            )
-            for index, name in enumerate(names)
+        fig.frames = self._frames()
+        fig.update_layout(sliders=[self._slider(panel)])
+        return fig
+
+    def figure_for_html(self, panel: int = 0) -> dict:
+        """`figure()` as a plain dict, its frames left unvalidated: the same page, written in a fraction of the time
+        for long videos (validation dominates the cost of a 128-tubelet figure)."""
+        fig = self._base_figure(panel)
+        fig.update_layout(sliders=[self._slider(panel)])
+        return render.with_frames(fig, self._frames())
+
+    def _frames(self) -> list[dict]:
+        return [
+            {
+                "name": str(index),
+                "data": self._panel_traces(index),
+                "traces": list(range(len(PANEL_TRACES))),
+                "layout": self._panel_layout(index),
+            }
+            for index in range(len(self.panels))
         ]
+
+    def _slider(self, panel: int) -> dict:
         steps = [
             {
                 "method": "animate",
                 "label": _short(panel_.label),
-                "args": [[name], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}],
+                "args": [[str(index)], render.ANIMATE_NOW],
             }
-            for name, panel_ in zip(names, self.panels, strict=True)
+            for index, panel_ in enumerate(self.panels)
         ]
-        fig.update_layout(
-            sliders=[
-                {
-                    "active": panel,
-                    "steps": steps,
-                    "x": 0.0,
-                    "len": 1.0,
-                    "y": -0.02,
-                    "yanchor": "top",
-                    "pad": {"t": 36, "b": 4},
-                    "currentvalue": {"prefix": "showing: ", "font": {"size": 13, "color": "#222"}},
-                    **render.hidden_tick_slider(len(steps)),
-                }
-            ]
-        )
-        return fig
+        return {
+            "active": panel,
+            "steps": steps,
+            "x": 0.0,
+            "len": 1.0,
+            "y": -0.02,
+            "yanchor": "top",
+            "pad": {"t": 36, "b": 4},
+            "currentvalue": {"prefix": "showing: ", "font": {"size": 13, "color": "#222"}},
+            **render.hidden_tick_slider(len(steps)),
+        }
 
     def _base_figure(self, panel: int) -> go.Figure:
         fig = make_subplots(
@@ -250,76 +261,80 @@ class TokenReductionMap(View):
             {"x": [index], "y": [len(panel.rows) * 1.08]},
         ]
 
-    def _panel_traces(self, index: int) -> list:
-        """The traces of one panel, in `PANEL_TRACES` order."""
+    def _panel_traces(self, index: int) -> list[dict]:
+        """The traces of one panel (plain dicts), in `PANEL_TRACES` order."""
         panel = self.panels[index]
         width, height = panel.size
         cell_w, cell_h = panel.cell
         changing = self._token_properties(index)
         picture = self.picture(index)
         if picture is None:
-            image = go.Image(z=np.full((1, 1, 3), 235, dtype=np.uint8), dx=width, dy=height, hoverinfo="skip")
+            image = {"type": "image", "z": np.full((1, 1, 3), 235, dtype=np.uint8), "dx": width, "dy": height}
         else:
             pixels_w, pixels_h = _picture_size(self, index)
             step_x, step_y = width / pixels_w, height / pixels_h
-            image = go.Image(
-                source=picture, dx=step_x, dy=step_y, x0=step_x / 2, y0=step_y / 2, hoverinfo="skip", name="pixels"
-            )
-        shading = go.Heatmap(
-            x0=cell_w / 2,
-            dx=cell_w,
-            y0=cell_h / 2,
-            dy=cell_h,
-            zmin=0,
-            zmax=1,
-            colorscale=_SHADING,
-            showscale=False,
-            hoverinfo="skip",
-            name="dropped cells",
+            image = {"type": "image", "source": picture, "dx": step_x, "dy": step_y, "x0": step_x / 2, "y0": step_y / 2}
+        image.update(hoverinfo="skip", name="pixels")
+        shading = {
+            "type": "heatmap",
+            "x0": cell_w / 2,
+            "dx": cell_w,
+            "y0": cell_h / 2,
+            "dy": cell_h,
+            "zmin": 0,
+            "zmax": 1,
+            "colorscale": _SHADING,
+            "showscale": False,
+            "hoverinfo": "skip",
+            "name": "dropped cells",
             **changing[1],
-        )
+        }
         marks = [
-            go.Scatter(
-                mode="markers",
-                name=status,
-                uid=f"tokens-{status}",
-                legendgroup=status,
-                showlegend=False,
-                marker={
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": status,
+                "uid": f"tokens-{status}",
+                "legendgroup": status,
+                "showlegend": False,
+                "marker": {
                     "symbol": _SYMBOLS[status],
                     "size": _marker_size(panel),
                     "color": render.STATUS_COLOURS[status],
                     "line": {"width": 1.6, "color": render.STATUS_COLOURS[status]},
                 },
-                hovertemplate=_hover(status, panel.label),
+                "hovertemplate": _hover(status, panel.label),
                 **properties,
-            )
-            for status, properties in zip(("kept", "merged", "pruned"), changing[2:5], strict=True)
+            }
+            for status, properties in zip(STATUSES, changing[2:5], strict=True)
         ]
-        links = go.Scatter(
-            mode="lines",
-            name="merged → target",
-            legendgroup="merged",
-            showlegend=False,
-            line={"color": render.STATUS_COLOURS["merged"], "width": 1},
-            hoverinfo="skip",
+        links = {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "merged → target",
+            "legendgroup": "merged",
+            "showlegend": False,
+            "line": {"color": render.STATUS_COLOURS["merged"], "width": 1},
+            "hoverinfo": "skip",
             **changing[5],
-        )
-        scores = go.Heatmap(
-            colorscale="Viridis",
-            colorbar={"title": {"text": "score"}, "len": 0.62, "y": 0.99, "yanchor": "top", "thickness": 12},
-            hovertemplate="cell (%{y}, %{x})<br>score %{z:.4g}<extra></extra>",
-            name="score",
+        }
+        scores = {
+            "type": "heatmap",
+            "colorscale": "Viridis",
+            "colorbar": {"title": {"text": "score"}, "len": 0.62, "y": 0.99, "yanchor": "top", "thickness": 12},
+            "hovertemplate": "cell (%{y}, %{x})<br>score %{z:.4g}<extra></extra>",
+            "name": "score",
             **changing[6],
-        )
-        current = go.Scatter(
-            mode="markers",
-            marker={"symbol": "triangle-down", "size": 11, "color": "#222"},
-            name="shown",
-            showlegend=False,
-            hovertemplate=f"shown: {panel.label}<extra></extra>",
+        }
+        current = {
+            "type": "scatter",
+            "mode": "markers",
+            "marker": {"symbol": "triangle-down", "size": 11, "color": "#222"},
+            "name": "shown",
+            "showlegend": False,
+            "hovertemplate": f"shown: {panel.label}<extra></extra>",
             **changing[7],
-        )
+        }
         return [image, shading, *marks, links, scores, current]
 
     def _count_traces(self) -> list:
@@ -430,8 +445,7 @@ class TokenReductionMap(View):
                     target.y = table[status].to_numpy()
             else:
                 for target, source in zip(widget.data, self._panel_traces(self.panel_index), strict=False):
-                    properties = source.to_plotly_json()
-                    properties.pop("type", None)
+                    properties = {key: value for key, value in source.items() if key != "type"}
                     target.update(properties, overwrite=True)
             widget.update_layout(self._panel_layout(self.panel_index))
 

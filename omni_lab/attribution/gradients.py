@@ -144,7 +144,7 @@ def _at_embeddings(lab, prompt, scorer, baseline, n_steps, method, reducer, batc
     )
     with torch.inference_mode():
         value, baseline_value = (float(v) for v in scorer(torch.cat([inputs, baselines]), token_map))
-    per_position = attributions[0].sum(dim=-1).double().cpu().numpy()  # (L,)
+    per_position = attributions[0].detach().sum(dim=-1).double().cpu().numpy()  # (L,)
     scores = np.full(len(token_map), np.nan)
     scores[token_map.position_rows()] = per_position
     return token_map, scores, float(delta.sum()), value, baseline_value
@@ -196,7 +196,7 @@ def _at_projector(lab, prompt, scorer, n_steps, method, reducer):
     token_map = maps[True]
     scores = np.full(len(token_map), np.nan)
     for kind, attribution in zip(kinds, attributions, strict=True):
-        per_token = attribution.sum(dim=-1).double().cpu().numpy()  # (clips or tubelets, tokens) or (tokens,)
+        per_token = attribution.detach().sum(dim=-1).double().cpu().numpy()  # (clips or tubelets, tokens) or (tokens,)
         rows = np.flatnonzero(token_map.rows(modality=kind))
         if kind == "audio":  # (clips, frames): each clip's real frames first
             counts = [int(token_map.rows(modality="audio", item=i).sum()) for i in range(len(prompt.audios))]

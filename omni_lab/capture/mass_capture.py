@@ -131,7 +131,12 @@ class MassCapture(Capturer):
                 mass = mass / torch.from_numpy(np.maximum(counts, 1)).float()[None, :, None]
             result[layer] = mass
         queries = list(self.group_names) if grouped else list(range(self.prompt_positions + generated))
-        options = {"segments": spec.segments, "queries": spec.queries}
+        options = {
+            "segments": spec.segments,
+            "queries": spec.queries,
+            "window_seconds": spec.window_seconds,
+            "regions": spec.regions,
+        }
         return ModalityMass(spec.kind, result, final.labels, queries, token_map, options)
 
     def estimate_bytes(self, prompt, max_new_tokens: int) -> int:

@@ -131,19 +131,7 @@ def make_reducer(name: str, rate: float):
         return "model"
     if name == "none":
         return None
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
-        raise OmniLabInputError(f"rate is the fraction of tokens to drop and must be in [0, 1), got {rate!r}")
-    rate = float(rate)
-    if name == "uniform":
-        return reducers.UniformTemporal(keep_every=max(1, round(1.0 / (1.0 - rate))))
-    factory = {
-        "evs": reducers.EVS,
-        "pixeldiff": reducers.PixelDiff,
-        "random": reducers.RandomDrop,
-        "divprune": reducers.DivPrune,
-        "tome": reducers.ToMe,
-    }[name]
-    return factory(rate)
+    return reducers.at_rate(name, rate)
 
 
 # ------------------------------------------------------------------------------------------------------------ uploads

@@ -5,6 +5,7 @@ from .divprune import DivPrune
 from .evs import EVS
 from .fastv import FastV
 from .merging import AudioMerge, ToMe
+from .names import REDUCER_NAMES, at_rate
 from .pixeldiff import PixelDiff
 from .random_drop import RandomDrop
 from .temporal import UniformTemporal
@@ -15,10 +16,12 @@ __all__ = [
     "AudioMerge",
     "DivPrune",
     "PixelDiff",
+    "REDUCER_NAMES",
     "RandomDrop",
     "Reducer",
     "Reduction",
     "ReductionItem",
     "ToMe",
     "UniformTemporal",
+    "at_rate",
 ]

@@ -3,10 +3,13 @@
 Each study shows a progress bar, can write its rows to SQLite or Parquet (`out=`) and encodes each prompt's media
 once. `sweep` and `routing_shift` return a pandas DataFrame; `reinsertion`, `pruned_contribution` and
 `expert_specialization` return small typed results (`ReinsertionResult`, `ContributionResult`, `Specialization`)
-holding their tables and summary numbers.
+holding their tables and summary numbers. A `Dataset` holds a study's inputs as data (texts, media paths,
+ShapesWorld seeds) with a stable key per row; `sweep(..., cluster=ol.cluster.Ray(...))` runs on Ray workers and
+resumes from its `out`.
 """
 
 from .contribution import pruned_contribution
+from .dataset import Dataset
 from .reinsertion import reinsertion
 from .results import ContributionResult, ReinsertionResult, Specialization
 from .routing import expert_specialization, routing_shift
@@ -14,6 +17,7 @@ from .sweep import sweep
 
 __all__ = [
     "ContributionResult",
+    "Dataset",
     "ReinsertionResult",
     "Specialization",
     "expert_specialization",

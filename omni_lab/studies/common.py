@@ -166,15 +166,21 @@ def progress(total: int, description: str, enabled: bool):
     return tqdm(total=total, desc=description, disable=not enabled, leave=False)
 
 
+def flatten(frame):
+    """A copy of `frame` whose object columns hold only strings and None (what SQLite and Parquet store)."""
+    flat = frame.copy()
+    for column in flat.columns:
+        if flat[column].dtype == object:
+            flat[column] = flat[column].map(lambda value: value if isinstance(value, (str, type(None))) else str(value))
+    return flat
+
+
 def write_rows(frame, out, table: str) -> None:
     """Append a study's rows to SQLite (.sqlite / .db) or write them to Parquet (.parquet)."""
     if out is None:
         return
     path = Path(out)
-    flat = frame.copy()
-    for column in flat.columns:
-        if flat[column].dtype == object:
-            flat[column] = flat[column].map(lambda value: value if isinstance(value, (str, type(None))) else str(value))
+    flat = flatten(frame)
     if path.suffix == ".parquet":
         flat.to_parquet(path, index=False)
     elif path.suffix in (".sqlite", ".db", ".sqlite3"):
@@ -182,3 +188,78 @@ def write_rows(frame, out, table: str) -> None:
             flat.to_sql(table, connection, if_exists="append", index=False)
     else:
         raise OmniLabInputError(f"out={str(out)!r}: write to a .parquet file or a .sqlite / .db database")
+
+
+SQLITE_SUFFIXES = (".sqlite", ".db", ".sqlite3")
+
+
+class RowStore:
+    """Where a resumable study keeps its rows, keyed by cell: a SQLite table, or a Parquet file.
+
+    Rows arrive chunk by chunk (`append`), written by one process only (the driver). SQLite appends each chunk to
+    the table at once. Parquet cannot be appended to: each chunk goes to `<out>.parts/` and `finish` writes the
+    whole table to `<out>` (through a temporary file) and removes the parts, so an interrupted study leaves its
+    finished chunks there for the rerun to pick up. With `out=None` nothing is stored and nothing is resumed.
+    """
+
+    def __init__(self, out, table: str, key_columns: tuple[str, ...]):
+        self.path = Path(out) if out is not None else None
+        self.table, self.key_columns = table, key_columns
+        if self.path is not None and self.path.suffix != ".parquet" and self.path.suffix not in SQLITE_SUFFIXES:
+            raise OmniLabInputError(f"out={str(out)!r}: write to a .parquet file or a .sqlite / .db database")
+        self.parts = self.path.with_name(self.path.name + ".parts") if self.path is not None else None
+
+    def existing(self):
+        """The rows already stored (DataFrame; empty when none), as the store holds them (see `flatten`)."""
+        import pandas as pd
+
+        frames = []
+        if self.path is None:
+            return pd.DataFrame()
+        if self.path.suffix == ".parquet":
+            files = ([self.path] if self.path.is_file() else []) + sorted(self.parts.glob("*.parquet"))
+            frames = [pd.read_parquet(file) for file in files]
+        elif self.path.is_file():
+            with sqlite3.connect(self.path) as connection:
+                found = connection.execute(
+                    "select name from sqlite_master where type='table' and name=?", (self.table,)
+                ).fetchone()
+                if found:
+                    frames = [pd.read_sql(f'select * from "{self.table}"', connection)]
+        frames = [frame for frame in frames if len(frame)]
+        if not frames:
+            return pd.DataFrame()
+        stored = pd.concat(frames, ignore_index=True)
+        missing = [column for column in self.key_columns if column not in stored.columns]
+        if missing:
+            raise OmniLabInputError(
+                f"out={str(self.path)!r} already holds a {self.table!r} table without the columns {missing} that "
+                "key its rows (written by an older omni-lab, or by another study): write to a new file"
+            )
+        return stored
+
+    def append(self, frame) -> None:
+        """Store one chunk's rows."""
+        if self.path is None or not len(frame):
+            return
+        flat = flatten(frame)
+        if self.path.suffix == ".parquet":
+            self.parts.mkdir(exist_ok=True)
+            part = self.parts / f"part-{len(list(self.parts.glob('*.parquet'))):06d}.parquet"
+            flat.to_parquet(part.with_suffix(".tmp"), index=False)
+            part.with_suffix(".tmp").replace(part)
+        else:
+            with sqlite3.connect(self.path) as connection:
+                flat.to_sql(self.table, connection, if_exists="append", index=False)
+
+    def finish(self, frame) -> None:
+        """Parquet: write the whole table to `out` and remove the parts. SQLite: nothing left to do."""
+        if self.path is None or self.path.suffix != ".parquet":
+            return
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        flatten(frame).to_parquet(temporary, index=False)
+        temporary.replace(self.path)
+        if self.parts.is_dir():
+            for part in self.parts.glob("*"):
+                part.unlink()
+            self.parts.rmdir()

@@ -5,18 +5,29 @@ the tokens kept, the encode / reduce / prefill seconds, the answer (and whether 
 and how far the first answer token's distribution moved from the unreduced run (KL divergence, top-1 agreement).
 Every reducer is paired with a `RandomDrop` at exactly its budget (UniPruneBench, arXiv 2511.02650: random pruning
 is a strong baseline; any claim about a reducer needs it; docs/token_reduction.md §3).
+
+The unit of work is a cell, one row: (prompt, reducer, rate) or its control, or a prompt's unreduced run. Cells are
+computed in chunks that keep a prompt's cells together (its media encoded and its unreduced run done once per
+chunk), here or on Ray workers (`cluster=ol.cluster.Ray(...)`); either way the driver alone writes the rows, keyed
+by (prompt_key, reducer, rate, control_for), so a rerun with the same `out` skips the cells already written.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
+from dataclasses import dataclass
 
 from ..errors import OmniLabInputError
 from ..reduction import Reducer
-from .common import as_prompts, is_correct, kept_counts, kl_divergence, progress, write_rows
+from .common import RowStore, as_prompts, is_correct, kept_counts, kl_divergence, progress
+from .dataset import Dataset, build_prompt
+
+log = logging.getLogger("omni_lab.studies")
 
 COLUMNS = [
     "prompt",
+    "prompt_key",
     "reducer",
     "rate",
     "control_for",
@@ -64,11 +75,14 @@ def _make(factory, rate: float):
     else `factory(rate)`. Decided from the signature, so an error raised inside the factory surfaces as it is.
 
     Args:
-        factory: a reducer class (e.g. `ol.reducers.EVS`) or a callable `rate -> reducer`.
+        factory: a reducer class (e.g. `ol.reducers.EVS`), its name ("evs", case-insensitive) or a callable
+            `rate -> reducer`.
         rate: the fraction of tokens to drop.
     Returns:
         the reducer.
     """
+    if isinstance(factory, str):
+        factory = reducer_class(factory)
     if not isinstance(factory, type) and isinstance(factory, Reducer):
         raise OmniLabInputError(
             f"sweep takes reducer classes or callables rate -> reducer, got the reducer {factory!r}; pass its class "
@@ -102,6 +116,156 @@ def _make(factory, rate: float):
     return factory(*arguments[0], **arguments[1])
 
 
+def reducer_class(name: str):
+    """The reducer class `ol.reducers.<name>` (case-insensitive), e.g. "evs" -> `EVS`."""
+    from .. import reduction
+
+    classes = {cls.lower(): cls for cls in reduction.__all__ if cls not in ("Reducer", "Reduction", "ReductionItem")}
+    if name.lower() not in classes:
+        raise OmniLabInputError(f"unknown reducer name {name!r}: choose one of {sorted(classes.values())}")
+    return getattr(reduction, classes[name.lower()])
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One sweep row to compute: a prompt's unreduced run ("none"), a reducer at a rate, or its random control.
+
+    Attributes:
+        order: the row's position in the full table.
+        prompt: index of the prompt in the study's inputs.
+        kind: "none", "reducer" or "control".
+        reducer: the reducer (a small picklable object); for a control, the reducer it matches; None for "none".
+        rate: the rate (0.0 for "none").
+        key: (prompt_key, reducer label, rate, control_for): what the stored row is found by.
+    """
+
+    order: int
+    prompt: int
+    kind: str
+    reducer: object
+    rate: float
+    key: tuple
+
+
+KEY_COLUMNS = ("prompt_key", "reducer", "rate", "control_for")
+
+
+def plan_cells(prompt_keys: list[str], made: list[list], rates: list[float], seed: int) -> list[Cell]:
+    """Every cell of a sweep, in the table's row order."""
+    from ..reduction import RandomDrop
+
+    cells = []
+    for index, prompt_key in enumerate(prompt_keys):
+        cells.append(Cell(len(cells), index, "none", None, 0.0, (prompt_key, "none", 0.0, None)))
+        for row_of_reducers in made:
+            for rate, reducer in zip(rates, row_of_reducers, strict=True):
+                label = repr(reducer)
+                cells.append(Cell(len(cells), index, "reducer", reducer, rate, (prompt_key, label, rate, None)))
+                control = repr(RandomDrop.matching(reducer, seed=seed))
+                cells.append(Cell(len(cells), index, "control", reducer, rate, (prompt_key, control, rate, label)))
+    return cells
+
+
+def compute_cells(lab, prompt_of, cells: list[Cell], *, max_new_tokens: int, seed: int) -> list[dict]:
+    """The rows of `cells` (a pure function of its inputs): each prompt encoded and run unreduced once.
+
+    Args:
+        lab: the `Lab`.
+        prompt_of: prompt index -> `Prompt` (built on the calling process).
+        cells: the cells, a prompt's cells next to each other.
+        max_new_tokens, seed: as in `sweep`.
+    Returns:
+        one row dict per cell, with its `order` and `COLUMNS`.
+    """
+    from ..reduction import RandomDrop
+
+    rows, current, prompt, encoded, baseline = [], None, None, None, None
+    for cell in cells:
+        if cell.prompt != current:
+            current, prompt = cell.prompt, prompt_of(cell.prompt)
+            encoded = lab.encode(prompt)
+            baseline = lab.run(prompt, max_new_tokens=max_new_tokens, reducer=None, return_logits=True, encoded=encoded)
+        if cell.kind == "none":
+            described = describe(baseline, None, baseline)
+        else:
+            reducer = cell.reducer if cell.kind == "reducer" else RandomDrop.matching(cell.reducer, seed=seed)
+            described = sweep_row(lab, prompt, encoded, reducer, baseline, max_new_tokens)
+        rows.append(
+            {
+                "order": cell.order,
+                "prompt": cell.prompt,
+                "prompt_key": cell.key[0],
+                "rate": cell.rate,
+                "control_for": cell.key[3],
+                **described,
+            }
+        )
+    return rows
+
+
+def chunk_cells(cells: list[Cell], chunk_size: int) -> list[list[Cell]]:
+    """Cells packed into chunks of about `chunk_size`, a prompt's cells never split (its media encoded once)."""
+    chunks, chunk = [], []
+    for cell in cells:
+        if chunk and cell.prompt != chunk[-1].prompt and len(chunk) >= chunk_size:
+            chunks.append(chunk)
+            chunk = []
+        chunk.append(cell)
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def typed(frame):
+    """Sweep rows with their documented dtypes, whether computed now or read back from SQLite / Parquet."""
+    frame = frame.copy()
+    for column in ("prompt", "kept_tokens", "prompt_tokens", "kept_image", "kept_video", "kept_audio"):
+        frame[column] = frame[column].astype("int64")
+    for column in ("rate", "encode_s", "reduce_s", "prefill_s", "kl_first_token"):
+        frame[column] = frame[column].astype("float64")
+    truth = {True: True, False: False, "True": True, "False": False, "1": True, "0": False}  # 1 and 0 hash as bools
+    frame["top1_agreement"] = frame["top1_agreement"].map(truth).astype(bool)
+    frame["correct"] = frame["correct"].map(lambda value: truth.get(value) if value is not None else None)
+    frame["correct"] = frame["correct"].astype(object).where(frame["correct"].notna(), None)
+    for column in ("prompt_key", "reducer", "answer"):
+        frame[column] = frame[column].astype(str)
+    for column in ("control_for", "reference"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
+
+
+def _row_key(row) -> tuple:
+    control = row["control_for"]
+    missing = control is None or (isinstance(control, float) and control != control)  # None, or NaN once stored
+    return (str(row["prompt_key"]), str(row["reducer"]), float(row["rate"]), None if missing else str(control))
+
+
+def _inputs(lab, prompts, cluster):
+    """(prompt keys, prompt index -> Prompt on this process or None, Dataset or None) for the study's inputs."""
+    from ..prompt import Prompt
+
+    if isinstance(prompts, Dataset):
+        dataset = prompts
+    elif cluster is not None:
+        entries = [prompts] if isinstance(prompts, (str, Prompt)) else list(prompts)
+        records = []
+        for entry in entries:
+            text, reference = entry if isinstance(entry, tuple) and len(entry) == 2 else (entry, None)
+            if not isinstance(text, str):
+                raise OmniLabInputError(
+                    "with cluster=, give the prompts as data: an ol.studies.Dataset (texts, media paths or ShapesWorld "
+                    f"seeds) or strings, not {type(text).__name__} objects (a Prompt carries tensors; workers build "
+                    "their own prompts from the dataset's rows)"
+                )
+            records.append({"text": text, "reference": reference})
+        dataset = Dataset.from_records(records)
+    else:
+        built = as_prompts(lab, prompts)
+        return [str(index) for index in range(len(built))], built.__getitem__, None
+    local = None if cluster is not None else (lambda index: build_prompt(lab, dataset.rows[index]))
+    return dataset.keys, local, dataset
+
+
 def sweep(
     lab,
     prompts,
@@ -112,61 +276,91 @@ def sweep(
     seed: int = 0,
     progress_bar: bool = True,
     out=None,
+    cluster=None,
+    chunk_size: int = 32,
 ):
     """Run every prompt with every reducer at every rate, plus an equal-budget random control and no reduction.
 
     Args:
-        lab: the `Lab`.
-        prompts: `Prompt`s (with `reference=` for accuracy), strings, or (prompt, reference) pairs.
-        reducers: reducer classes taking `rate` (e.g. `ol.reducers.EVS`) or callables `rate -> reducer` (called
-            `factory(rate=rate)` when their signature has a `rate` keyword, else `factory(rate)`).
+        lab: the `Lab` (with `cluster=`, also a model source string such as "toy": the workers load it and this
+            process loads nothing).
+        prompts: an `ol.studies.Dataset`, or `Prompt`s (with `reference=` for accuracy), strings, or
+            (prompt, reference) pairs. With `cluster=`, a Dataset or strings: inputs travel as data.
+        reducers: reducer classes taking `rate` (e.g. `ol.reducers.EVS`), their names ("evs") or callables
+            `rate -> reducer` (called `factory(rate=rate)` when their signature has a `rate` keyword, else
+            `factory(rate)`); with `cluster=`, the reducers they make must pickle (the built-in ones do).
         rates: fractions of tokens to drop.
         max_new_tokens: answer length.
         seed: seed of the RandomDrop controls.
-        progress_bar: show a progress bar.
-        out: append the rows to SQLite (.sqlite/.db) or write Parquet (.parquet).
+        progress_bar: show a progress bar (over all cells, all workers).
+        out: SQLite (.sqlite/.db: rows appended to table "sweep") or Parquet (.parquet). Written chunk by chunk;
+            a rerun with the same `out` skips the cells already there (rows keyed by prompt_key, reducer, rate,
+            control_for; a Dataset's keys are stable, a list's are its indices).
+        cluster: None (run here) or `ol.cluster.Ray(...)`: chunks of cells run on Ray actors that each load the
+            model once; the rows come back here, into the same table and `out`.
+        chunk_size: cells per chunk here (`cluster.chunk_size` on Ray); a prompt's cells stay in one chunk.
     Returns:
         DataFrame with `COLUMNS`: one row per (prompt, reducer, rate), the control rows (`control_for` names the
-        reducer they match) and one unreduced row per prompt (reducer "none", rate 0).
+        reducer they match) and one unreduced row per prompt (reducer "none", rate 0); `prompt` is the prompt's
+        index, `prompt_key` its dataset key.
     """
     import pandas as pd
 
-    from ..reduction import RandomDrop
+    from ..lab import Lab
 
-    prompts = as_prompts(lab, prompts)
+    if cluster is None and not isinstance(lab, Lab):
+        raise OmniLabInputError(
+            f"sweep needs a Lab (ol.load(...)), got {type(lab).__name__}; a source string works with cluster= only"
+        )
+    prompt_keys, prompt_of, dataset = _inputs(lab, prompts, cluster)
     if not reducers:
         raise OmniLabInputError("sweep needs at least one reducer")
     rates = [float(rate) for rate in rates]
     made = [[_make(factory, rate) for rate in rates] for factory in reducers]  # every factory error before any run
-    rows = []
-    bar = progress(len(prompts) * (1 + 2 * len(reducers) * len(rates)), "sweep", progress_bar)
-    for index, prompt in enumerate(prompts):
-        encoded = lab.encode(prompt)
-        baseline = lab.run(prompt, max_new_tokens=max_new_tokens, reducer=None, return_logits=True, encoded=encoded)
-        rows.append({"prompt": index, "rate": 0.0, "control_for": None, **describe(baseline, None, baseline)})
-        bar.update()
-        for row_of_reducers in made:
-            for rate, reducer in zip(rates, row_of_reducers, strict=True):
-                rows.append(
-                    {
-                        "prompt": index,
-                        "rate": rate,
-                        "control_for": None,
-                        **sweep_row(lab, prompt, encoded, reducer, baseline, max_new_tokens),
-                    }
-                )
-                bar.update()
-                control = RandomDrop.matching(reducer, seed=seed)
-                rows.append(
-                    {
-                        "prompt": index,
-                        "rate": rate,
-                        "control_for": repr(reducer),
-                        **sweep_row(lab, prompt, encoded, control, baseline, max_new_tokens),
-                    }
-                )
-                bar.update()
-    bar.close()
-    frame = pd.DataFrame(rows)[COLUMNS]
-    write_rows(frame, out, "sweep")
+    cells = plan_cells(prompt_keys, made, rates, seed)
+    order_of = {cell.key: cell for cell in cells}
+    store = RowStore(out, "sweep", KEY_COLUMNS)
+    stored = store.existing()
+    kept = []
+    if len(stored):
+        stored = stored.assign(_key=[_row_key(row) for _, row in stored.iterrows()])
+        stored = stored[stored._key.isin(order_of)].drop_duplicates("_key")
+        kept = [
+            {**row, "order": order_of[key].order, "prompt": order_of[key].prompt}
+            for key, row in zip(stored._key, stored.drop(columns="_key").to_dict("records"), strict=True)
+        ]
+    done = {_row_key(row) for row in kept}
+    pending = [cell for cell in cells if cell.key not in done]
+    if done:
+        log.info("sweep: %d of %d cells already in %s; computing %d", len(done), len(cells), out, len(pending))
+    rows = list(kept)
+    bar = progress(len(cells), "sweep", progress_bar)
+    bar.update(len(done))
+
+    def emit(chunk_rows: list[dict]) -> int:
+        """Store a chunk's rows once each (the driver is the only writer); returns how many were new."""
+        fresh = [row for row in chunk_rows if _row_key(row) not in done]
+        done.update(_row_key(row) for row in fresh)
+        if fresh:
+            store.append(pd.DataFrame(fresh)[COLUMNS])
+            rows.extend(fresh)
+        bar.update(len(fresh))
+        return len(fresh)
+
+    computed = 0
+    try:
+        if cluster is None:
+            for chunk in chunk_cells(pending, chunk_size):
+                computed += emit(compute_cells(lab, prompt_of, chunk, max_new_tokens=max_new_tokens, seed=seed))
+        else:
+            from ..cluster.ray import run_chunks
+
+            chunks = chunk_cells(pending, cluster.chunk_size)
+            options = {"max_new_tokens": max_new_tokens, "seed": seed}
+            computed = run_chunks(cluster, lab, "sweep", dataset, chunks, options, emit) if chunks else 0
+    finally:
+        bar.close()
+    log.info("sweep: computed %d cells", computed)
+    frame = typed(pd.DataFrame(rows).sort_values("order", kind="stable")[COLUMNS].reset_index(drop=True))
+    store.finish(frame)
     return frame

@@ -1,0 +1,269 @@
+"""Widget responsiveness: the rate-slider update on the toy twin, and figure / HTML cost at the real model's sizes.
+
+    python benchmarks/bench_widgets.py [--repeats 9] [--threads 2] [--out /tmp/omni-lab-widgets]
+
+1. Rate slider (toy twin, an omni ShapesWorld prompt, EVS): `TokenReductionMap(run, lab)` with its live widget
+   built (`lab.encode(prompt)` once), then `set_reducer(EVS(rate))` over alternating rates, exactly what a slider
+   move runs: `lab.prepare(prompt, reducer=..., encoded=...)` (merge + reduce only) and the FigureWidget update.
+   Reported: median and max of the whole update, and of `lab.prepare` alone, against the 200 ms target.
+2. Real-model scale, a SYNTHETIC run (no weights are needed; the views read data only): the released layer layout
+   (52 layers: 23 Mamba, 23 MoE, 6 attention; 128 experts, top-6), a 256-frame 512x512 video (128 tubelets of
+   16x16 tokens, EVS-like keep at 0.5), a 30 s audio clip (375 tokens), ~3K text tokens: about 20K LLM positions.
+   Routing is (52 x positions x 6) as the issue sizes it (an upper bound: the real model routes at its 23 MoE
+   layers); masses are pooled per tubelet / audio window for the answer's tokens. Reported per view: build time
+   (data layer + figure), the saved page's size and write time, and the largest array a figure ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np  # noqa: E402
+
+RATES = (0.2, 0.8, 0.5, 0.9, 0.3, 0.7)
+TARGET_MS = 200.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=9, help="slider moves timed (after one warm-up move)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--skip-slider", action="store_true", help="only the real-scale part")
+    parser.add_argument("--out", default=None, help="folder for the saved pages (default: a temporary one)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out or tempfile.mkdtemp(prefix="omni-lab-widgets-"))
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.skip_slider:
+        slider(args.repeats)
+    real_scale(out)
+
+
+# ------------------------------------------------------------------------------------------------ 1. rate slider
+def slider(repeats: int) -> None:
+    import omni_lab as ol
+    from omni_lab.toy import shapesworld
+    from omni_lab.widgets import TokenReductionMap
+
+    lab = ol.load("toy", progress=False)
+    example = shapesworld.sample(shapesworld.eval_seed(0, "omni", 0), "omni")
+    prompt = example.prompt(lab)
+    run = lab.run(prompt, max_new_tokens=4, reducer=ol.reducers.EVS(0.5))
+    view = TokenReductionMap(run, lab)
+    started = time.perf_counter()
+    view.widget()
+    build_s = time.perf_counter() - started
+    view.show_panel(-1)
+    view.set_reducer(ol.reducers.EVS(0.4))  # warm-up
+    updates, prepares = [], []
+    for index in range(repeats):
+        rate = RATES[index % len(RATES)]
+        view.set_reducer(ol.reducers.EVS(rate))
+        updates.append(view.last_update_s * 1000)
+        started = time.perf_counter()
+        lab.prepare(prompt, reducer=ol.reducers.EVS(rate), encoded=view._encoded)
+        prepares.append((time.perf_counter() - started) * 1000)
+    video = run.token_map.counts()["video"]
+    print(f"1. rate slider, toy twin ({video} video tokens, {len(view.panels)} tubelets), {repeats} moves")
+    print(f"   widget build (incl. lab.encode once): {build_s * 1000:.0f} ms")
+    print(
+        f"   slider update: median {statistics.median(updates):.0f} ms, max {max(updates):.0f} ms "
+        f"(target < {TARGET_MS:.0f} ms: {'met' if statistics.median(updates) < TARGET_MS else 'MISSED'})"
+    )
+    print(f"     of which lab.prepare (merge + reduce): median {statistics.median(prepares):.0f} ms")
+
+
+# -------------------------------------------------------------------------------------------------- 2. real scale
+def synthetic_run(seed: int = 0):
+    """A Run-shaped object at the released model's sizes, built from omni-lab's own token map and capture results."""
+    import pandas as pd
+    import torch
+
+    from omni_lab.capture.results import ModalityMass, Routing
+    from omni_lab.capture.segments import segment_positions
+    from omni_lab.media import AudioClip, VideoClip
+    from omni_lab.presets import FULL_PATTERN
+    from omni_lab.reduction import EVS
+    from omni_lab.reduction.ledger import ReductionLedger
+    from omni_lab.token_map import AudioLayout, VideoLayout, build_token_map
+    from omni_lab.widgets import data
+
+    rng = np.random.default_rng(seed)
+    frames, side, grid, fps = 256, 512, 16, 2.0
+    tubelets = frames // 2
+    image_id, audio_id, text_id = 18, 27, 100
+    audio_tokens, seconds = 375, 30.0
+    text_before, per_frame_label, text_after = 2600, 12, 120
+    ids = [text_id] * text_before
+    for _ in range(tubelets):
+        ids += [text_id] * per_frame_label + [image_id] * (grid * grid)
+    ids += [text_id] * 3 + [audio_id] * audio_tokens + [text_id] * text_after
+    video = VideoLayout(
+        tubelets=tubelets,
+        rows=grid,
+        cols=grid,
+        original_size=(side, side),
+        resized_size=(side, side),
+        frame_indices=tuple(range(frames)),
+        frame_times=tuple(index / fps for index in range(frames)),
+    )
+    prompt_map = build_token_map(
+        np.asarray(ids), ["tok"] * len(ids), set(), {"image": image_id, "audio": audio_id}, [], [video],
+        [AudioLayout(audio_tokens, seconds)],
+    )  # fmt: skip
+    video_rows = np.flatnonzero(np.asarray(prompt_map["modality"]) == "video")
+    keep = np.ones(len(prompt_map), dtype=bool)
+    scores = np.full(len(prompt_map), np.nan)
+    scores[video_rows] = rng.random(len(video_rows))
+    scores[video_rows[: grid * grid]] = 255.0  # EVS keeps the first tubelet
+    ranked = video_rows[grid * grid :][np.argsort(-scores[video_rows[grid * grid :]])]
+    keep[ranked[len(video_rows) // 2 - grid * grid :]] = False
+    generated = 32
+    token_map = prompt_map.with_reduction(keep, scores).with_generated(list(range(generated)), ["x"] * generated)
+    positions = token_map.num_positions - 1  # the last generated token is never fed
+
+    experts_total, k, layers = 128, 6, len(FULL_PATTERN)
+    modality = data.position_column(token_map, "modality", positions)
+    bias = {name: rng.permutation(experts_total)[:24] for name in ("text", "video", "audio", "generated")}
+    experts = np.empty((layers, positions, k), dtype=np.int64)
+    for name, favoured in bias.items():
+        members = np.flatnonzero(modality == name)
+        picks = np.where(
+            rng.random((layers, len(members), k)) < 0.6,
+            favoured[rng.integers(0, len(favoured), (layers, len(members), k))],
+            rng.integers(0, experts_total, (layers, len(members), k)),
+        )
+        experts[:, members] = picks
+    weights = rng.random((layers, positions, k)).astype(np.float32)
+    weights /= weights.sum(-1, keepdims=True)
+    routing = Routing(
+        layers=list(range(layers)),
+        experts=torch.from_numpy(experts),
+        weights=torch.from_numpy(weights * 2.5),
+        shared_norm=torch.zeros(layers, positions),
+        token_map=token_map,
+        num_experts=experts_total,
+    )
+    segmentation = segment_positions(token_map, "frame")
+    masses = {}
+    for kind, heads, symbol in (("attention", 32, "*"), ("mamba", 64, "M")):
+        mass = {}
+        for layer, letter in enumerate(FULL_PATTERN):
+            if letter == symbol:
+                values = rng.dirichlet(np.full(segmentation.count, 0.3), size=(heads, 1)).astype(np.float32)
+                mass[layer] = torch.from_numpy(values)  # (H, 1 query group, S)
+        masses[kind] = ModalityMass(
+            kind, mass, segmentation.labels, ["answer"], token_map, {"segments": "frame", "queries": "answer"}
+        )
+    clip_frames = np.zeros((frames, side, side, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:side, 0:side]
+    for index in range(frames):
+        clip_frames[index, ..., 0] = (xx + 4 * index) % 256
+        clip_frames[index, ..., 1] = (yy * 0.5).astype(np.uint8)
+        left = (8 * index) % (side - 64)
+        clip_frames[index, 200:264, left : left + 64] = (250, 250, 40)
+    waveform = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * 16000)) / 16000)).astype(np.float32)
+    prompt = SimpleNamespace(
+        text="synthetic real-scale prompt",
+        images=[],
+        videos=[VideoClip(clip_frames, fps=fps, source="<synthetic>")],
+        audios=[AudioClip(waveform)],
+        inputs={
+            "input_features": torch.from_numpy(rng.normal(size=(1, int(seconds * 100), 128)).astype(np.float32)),
+            "input_features_mask": torch.ones(1, int(seconds * 100), dtype=torch.long),
+        },
+        token_map=prompt_map,
+    )
+    return SimpleNamespace(
+        prompt=prompt,
+        answer="synthetic",
+        token_map=token_map,
+        timings={},
+        reducers={"video": EVS(0.5)},
+        routing=routing,
+        attention_mass=masses["attention"],
+        mamba_mass=masses["mamba"],
+        ledger=ReductionLedger(pd.DataFrame(), token_map),
+    )
+
+
+def largest_array(fig) -> int:
+    """Most entries of any one data array a figure (frames and slider steps included) ships to the browser."""
+    import base64
+    import json
+
+    import plotly.io as pio
+
+    sizes = {"i1": 1, "u1": 1, "i2": 2, "u2": 2, "i4": 4, "u4": 4, "f4": 4, "f8": 8}
+    largest = 0
+
+    def visit(value):
+        nonlocal largest
+        if isinstance(value, dict):
+            if "bdata" in value and "dtype" in value:
+                largest = max(largest, len(base64.b64decode(value["bdata"])) // sizes[value["dtype"]])
+                return
+            for entry in value.values():
+                visit(entry)
+        elif isinstance(value, list):
+            if value and not isinstance(value[0], (dict, list)):
+                largest = max(largest, len(value))
+            for entry in value:
+                if isinstance(entry, (dict, list)):
+                    visit(entry)
+
+    visit(json.loads(pio.to_json(fig, validate=False)))
+    return largest
+
+
+def real_scale(out: Path) -> None:
+    from omni_lab.widgets import Dashboard, ExpertRoutingView, ModalityAttentionView, TokenReductionMap
+    from omni_lab.widgets.audio import AudioTimeline
+
+    started = time.perf_counter()
+    run = synthetic_run()
+    made_s = time.perf_counter() - started
+    counts = run.token_map.counts()
+    positions = int(run.routing.experts.shape[1])
+    print(
+        f"\n2. real-model scale, synthetic run built in {made_s:.1f} s: {positions} routed positions, routing "
+        f"{tuple(run.routing.experts.shape)} over {run.routing.num_experts} experts; video {counts['video']} tokens "
+        f"(256 frames, 128 tubelets), audio {counts['audio']}, text {counts['text']}"
+    )
+    print(f"   {'view':<24} {'data + figure':>15} {'save_html':>10} {'page size':>10} {'largest array':>14}")
+    views = (
+        ("TokenReductionMap", lambda: TokenReductionMap(run)),
+        ("ExpertRoutingView", lambda: ExpertRoutingView(run)),
+        ("ModalityAttentionView", lambda: ModalityAttentionView(run)),
+        ("AudioTimeline", lambda: AudioTimeline(run)),
+    )
+    for name, build in views:
+        started = time.perf_counter()
+        view = build()
+        fig = view.figure_for_html()
+        built_s = time.perf_counter() - started
+        started = time.perf_counter()
+        path = view.save_html(out / f"{name}.html")
+        saved_s = time.perf_counter() - started
+        size = path.stat().st_size / 2**20
+        print(f"   {name:<24} {built_s:>13.2f} s {saved_s:>8.2f} s {size:>7.2f} MiB {largest_array(fig):>14,}")
+    started = time.perf_counter()
+    path = Dashboard(run).save_html(out / "Dashboard.html")
+    total_s = time.perf_counter() - started
+    print(f"   {'Dashboard (all, 1 page)':<24} {'':>15} {total_s:>8.2f} s {path.stat().st_size / 2**20:>7.2f} MiB")
+    print(f"   pages in {out} (plotly.js inline: about 4.6 MiB of each page)")
+
+
+if __name__ == "__main__":
+    main()

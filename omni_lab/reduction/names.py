@@ -1,0 +1,56 @@
+"""Reducers by name at a drop rate: the one mapping the playground, the widgets and distributed studies share.
+
+`at_rate("evs", 0.5)` is `EVS(0.5)`. Names are the lower-case class names plus the short names the playground's API
+documents ("random" for RandomDrop, "uniform" for UniformTemporal); case, "-" and "_" are ignored. UniformTemporal
+has no rate of its own: it keeps every k-th tubelet with k = round(1 / (1 - rate)), the nearest uniform budget.
+FastV acts inside the LLM at a layer and has no entry here.
+"""
+
+from __future__ import annotations
+
+from ..errors import OmniLabInputError
+from .base import Reducer
+from .divprune import DivPrune
+from .evs import EVS
+from .merging import AudioMerge, ToMe
+from .pixeldiff import PixelDiff
+from .random_drop import RandomDrop
+from .temporal import UniformTemporal
+
+REDUCER_NAMES = {
+    "evs": EVS,
+    "pixeldiff": PixelDiff,
+    "random": RandomDrop,
+    "randomdrop": RandomDrop,
+    "uniform": UniformTemporal,
+    "uniformtemporal": UniformTemporal,
+    "divprune": DivPrune,
+    "tome": ToMe,
+    "audiomerge": AudioMerge,
+}
+
+
+def at_rate(name: str, rate: float) -> Reducer:
+    """The reducer called `name` dropping the fraction `rate` of its tokens.
+
+    Args:
+        name: "evs", "pixeldiff", "random" / "randomdrop", "uniform" / "uniformtemporal", "divprune", "tome" or
+            "audiomerge" (case, "-" and "_" ignored, so class names work too).
+        rate: fraction of tokens to drop, in [0, 1).
+    Raises:
+        OmniLabInputError: an unknown name or a rate outside [0, 1).
+    """
+    key = str(name).lower().replace("_", "").replace("-", "")
+    if key not in REDUCER_NAMES:
+        raise OmniLabInputError(f"reducer {name!r} is not one of {', '.join(sorted(set(REDUCER_NAMES)))}")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
+        raise OmniLabInputError(f"rate is the fraction of tokens to drop and must be in [0, 1), got {rate!r}")
+    factory = REDUCER_NAMES[key]
+    if factory is UniformTemporal:
+        return UniformTemporal(max(1, round(1.0 / (1.0 - float(rate)))))
+    return factory(float(rate))
+
+
+def name_of(reducer) -> str:
+    """The `at_rate` name of a reducer object (its lower-case class name)."""
+    return type(reducer).__name__.lower()
