@@ -1,16 +1,14 @@
 """Studies on Ray (local Ray, 2 CPUs, the toy twin): the same rows as the local sweep, a killed worker, an
 interrupted and resumed study, bad cluster settings, and `Dataset` built from records and files."""
 
-import _thread
 import json
 import logging
 import sqlite3
 import sys
-import threading
-import time
 
 import pandas as pd
 import pytest
+import torch
 
 import omni_lab as ol
 from omni_lab.errors import OmniLabInputError
@@ -36,8 +34,13 @@ def data():
 
 @pytest.fixture(scope="module")
 def local(twin_lab, data):
-    """The local sweep every Ray run must reproduce."""
-    return ol.studies.sweep(twin_lab, data, REDUCERS, RATES, max_new_tokens=1, progress_bar=False)
+    """The local sweep every Ray run must reproduce (on one torch thread, as each 1-CPU Ray actor runs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return ol.studies.sweep(twin_lab, data, REDUCERS, RATES, max_new_tokens=1, progress_bar=False)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def same_rows(frame, expected):
@@ -61,27 +64,20 @@ def cluster(**options):
     return ol.cluster.Ray(workers=2, gpus_per_worker=0, **options)
 
 
-def when(condition, then, timeout=120.0):
-    """Run `then()` on a thread as soon as `condition()` holds."""
+def after_chunks(monkeypatch, count, action):
+    """Call `action()` in the driver right after it stores its `count`-th chunk (a chunk boundary, mid-study)."""
+    from omni_lab.studies.common import RowStore
 
-    def watch():
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if condition():
-                    then()
-                    return
-            except Exception:  # the output table may not exist yet
-                pass
-            time.sleep(0.05)
+    original, stored_chunks = RowStore.append, []
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+    def append(self, frame):
+        original(self, frame)
+        stored_chunks.append(len(frame))
+        if len(stored_chunks) == count:
+            action()
 
-
-def rows_in(path):
-    return len(stored(path)) if path.exists() else 0
+    monkeypatch.setattr(RowStore, "append", append)
+    return stored_chunks
 
 
 @pytest.mark.slow
@@ -105,16 +101,16 @@ def _typed(frame):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_still_gives_every_row_once(ray, local, data, tmp_path, twin_lab):
+def test_a_killed_worker_still_gives_every_row_once(ray, local, data, tmp_path, twin_lab, monkeypatch):
     subset, out = data[:8], tmp_path / "killed.sqlite"
     killed = []
 
-    def kill_one():
-        name = next(name for name in ray.util.list_named_actors() if name.startswith("omni-lab-"))
-        ray.kill(ray.get_actor(name), no_restart=False)  # the process dies; Ray restarts it and retries its chunk
+    def kill_one():  # each worker holds chunks in flight: its process dies, Ray restarts it and retries them
+        name = sorted(name for name in ray.util.list_named_actors() if name.startswith("omni-lab-"))[0]
+        ray.kill(ray.get_actor(name), no_restart=False)
         killed.append(name)
 
-    when(lambda: rows_in(out) >= ROWS_PER_PROMPT, kill_one)
+    after_chunks(monkeypatch, 1, kill_one)
     frame = ol.studies.sweep(
         twin_lab, subset, REDUCERS, RATES, max_new_tokens=1, progress_bar=False, out=out, cluster=cluster(chunk_size=9)
     )
@@ -129,20 +125,25 @@ def test_a_killed_worker_still_gives_every_row_once(ray, local, data, tmp_path, 
 
 
 @pytest.mark.slow
-def test_an_interrupted_study_resumes_without_recomputing(ray, local, data, tmp_path, twin_lab, caplog):
+def test_an_interrupted_study_resumes_without_recomputing(ray, local, data, tmp_path, twin_lab, caplog, monkeypatch):
     subset, out = data[:8], tmp_path / "resumed.sqlite"
     options = dict(max_new_tokens=1, progress_bar=False, out=out, cluster=cluster(chunk_size=9))
-    when(lambda: rows_in(out) >= 2 * ROWS_PER_PROMPT, _thread.interrupt_main)
+
+    def interrupt():
+        raise KeyboardInterrupt  # as Ctrl-C would, in the driver, after two chunks are stored
+
+    after_chunks(monkeypatch, 2, interrupt)
     with pytest.raises(KeyboardInterrupt):
         ol.studies.sweep(twin_lab, subset, REDUCERS, RATES, **options)
-    written = rows_in(out)
-    assert 0 < written < len(subset) * ROWS_PER_PROMPT
+    monkeypatch.undo()
+    written, total = len(stored(out)), len(subset) * ROWS_PER_PROMPT
+    assert written == 2 * ROWS_PER_PROMPT  # chunk_size=9: one prompt a chunk
     with caplog.at_level(logging.INFO, logger="omni_lab.studies"):
         frame = ol.studies.sweep(twin_lab, subset, REDUCERS, RATES, **options)
-    total = len(subset) * ROWS_PER_PROMPT
     assert f"sweep: {written} of {total} cells already in" in caplog.text
     assert f"sweep: computed {total - written} cells" in caplog.text  # the cells already written were not recomputed
-    assert len(stored(out)) == total
+    table = stored(out)
+    assert len(table) == total and not table.duplicated(["prompt_key", "reducer", "rate", "control_for"]).any()
     same_rows(frame, local[local.prompt < len(subset)])
 
 
@@ -156,7 +157,7 @@ def test_a_local_rerun_resumes_from_its_output(twin_lab, tmp_path, caplog):
     pd.testing.assert_frame_equal(_typed(pd.read_parquet(out)).drop(columns=TIMING), both.drop(columns=TIMING))
 
 
-def test_bad_cluster_settings_name_the_fix(ray, twin_lab, monkeypatch):
+def test_bad_cluster_settings_name_the_fix(ray, twin_lab):
     data = ol.studies.Dataset.shapesworld(1, families=["image"])
     with pytest.raises(OmniLabInputError, match="GPUs but the Ray cluster has 0"):
         ol.studies.sweep(twin_lab, data, ["evs"], [0.5], cluster=ol.cluster.Ray(gpus_per_worker=2))
@@ -166,11 +167,17 @@ def test_bad_cluster_settings_name_the_fix(ray, twin_lab, monkeypatch):
         ol.studies.sweep(
             twin_lab, data, ["evs"], [0.5], cluster=ol.cluster.Ray(address="127.0.0.1:9", gpus_per_worker=0)
         )
+    with pytest.raises(OmniLabInputError, match=r"ol.cluster.Ray\(workers"):
+        ol.studies.sweep(twin_lab, data, ["evs"], [0.5], cluster="ray")
     with pytest.raises(OmniLabInputError, match="give 'host:port'"):
         ol.cluster.ray.connect(ol.cluster.Ray(address="nowhere"))
     with pytest.raises(OmniLabInputError, match="Prompt carries tensors"):
         ol.studies.sweep(twin_lab, [twin_lab.prompt("hi")], ["evs"], [0.5], cluster=cluster())
+
+
+def test_a_cluster_without_ray_installed_names_the_install(twin_lab, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    data = ol.studies.Dataset.shapesworld(1, families=["image"])
     with pytest.raises(OmniLabInputError, match=r"pip install 'omni-lab\[cluster\]'"):
         ol.studies.sweep(twin_lab, data, ["evs"], [0.5], cluster=cluster())
 
@@ -189,12 +196,14 @@ def test_ray_options_plumbing():
         ol.cluster.Ray(gpus_per_worker=0, device="cuda")
 
 
-def test_importing_omni_lab_and_the_local_path_never_import_ray():
+def test_importing_omni_lab_and_a_local_sweep_never_import_ray():
     import subprocess
 
     code = (
-        "import sys, omni_lab as ol, omni_lab.cluster, omni_lab.studies; "
-        "ol.studies.Dataset.from_records(['hi']); ol.cluster.Ray(); assert 'ray' not in sys.modules, 'ray imported'"
+        "import sys, omni_lab as ol, omni_lab.cluster, omni_lab.studies; ol.cluster.Ray(); "
+        "data = ol.studies.Dataset.shapesworld(1, families=['image']); "
+        "frame = ol.studies.sweep(ol.load('toy', progress=False), data, ['randomdrop'], [0.5], max_new_tokens=1, "
+        "progress_bar=False); assert len(frame) == 3; assert 'ray' not in sys.modules, 'ray imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

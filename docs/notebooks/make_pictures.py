@@ -20,7 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-VIEWPORT = (1280, 860)
+VIEWPORT = (1280, 320)  # width, and a first height; the shot grows to the content (at most MAX_HEIGHT)
+MAX_HEIGHT = 1600
 
 
 def tour_output(notebook) -> str | None:
@@ -54,7 +55,7 @@ def screenshot(page_html: str, png: Path, browser) -> None:
         try:
             page.open_file(page_path, wait_selector=".main-svg", timeout_ms=60_000)
             page.page.wait_for_timeout(1500)
-            height = min(page.page.evaluate("document.body.scrollHeight"), 1600)
+            height = min(page.page.evaluate("document.documentElement.scrollHeight"), MAX_HEIGHT)
             page.page.set_viewport_size({"width": VIEWPORT[0], "height": int(height) + 16})
             page.page.screenshot(path=str(png), full_page=False)
         finally:

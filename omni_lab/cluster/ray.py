@@ -223,7 +223,10 @@ def run_chunks(options: Ray, lab, study: str, dataset, chunks: list[list], study
     source = options.source or (lab if isinstance(lab, str) else lab.source.spec)
     dtype = options.dtype if options.dtype is not None or isinstance(lab, str) else lab.dtype
     ray = connect(options)
+    from ray import exceptions
     from ray.exceptions import RayActorError, RayTaskError
+
+    unavailable = getattr(exceptions, "ActorUnavailableError", ())
 
     actors, _ = start_workers(options, source, dtype)
     queue = deque(chunks)
@@ -258,8 +261,9 @@ def run_chunks(options: Ray, lab, study: str, dataset, chunks: list[list], study
                     rows = ray.get(reference)
                 except RayTaskError as error:  # the study itself failed on a cell: surface its own exception
                     raise error.as_instanceof_cause() from None
-                except RayActorError as error:  # retries exhausted: the actor is gone; its chunk goes to another
-                    alive.discard(index)
+                except RayActorError as error:  # retries exhausted: its chunk goes to another actor
+                    if not isinstance(error, unavailable):  # gone for good (a restarting actor is only unavailable)
+                        alive.discard(index)
                     last_death = error
                     queue.appendleft(chunk)
                     continue

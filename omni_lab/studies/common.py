@@ -1,4 +1,5 @@
-"""What every study shares: prompts with references, answer scoring, fixed keep masks, writing rows out.
+"""What every study shares: prompts with references, answer scoring, fixed keep masks, writing rows out (and
+`RowStore`, the keyed, chunk-by-chunk output that lets a study resume).
 
 A study's unit of work is one (prompt, reducer, rate, intervention) -> one row, computed by a function of its
 inputs only (the lab, the prompt, its encoded media, the reducer), so a study can later be mapped over a distributed

@@ -75,14 +75,16 @@ def _make(factory, rate: float):
     else `factory(rate)`. Decided from the signature, so an error raised inside the factory surfaces as it is.
 
     Args:
-        factory: a reducer class (e.g. `ol.reducers.EVS`), its name ("evs", case-insensitive) or a callable
-            `rate -> reducer`.
+        factory: a reducer class (e.g. `ol.reducers.EVS`), a reducer name ("evs": `reduction.names.at_rate`)
+            or a callable `rate -> reducer`.
         rate: the fraction of tokens to drop.
     Returns:
         the reducer.
     """
-    if isinstance(factory, str):
-        factory = reducer_class(factory)
+    if isinstance(factory, str):  # a name travels as data: ("evs", 0.5) -> EVS(0.5), through the one name mapping
+        from ..reduction.names import at_rate
+
+        return at_rate(factory, rate)
     if not isinstance(factory, type) and isinstance(factory, Reducer):
         raise OmniLabInputError(
             f"sweep takes reducer classes or callables rate -> reducer, got the reducer {factory!r}; pass its class "
@@ -114,16 +116,6 @@ def _make(factory, rate: float):
             "`rate` or a callable rate -> reducer"
         ) from None
     return factory(*arguments[0], **arguments[1])
-
-
-def reducer_class(name: str):
-    """The reducer class `ol.reducers.<name>` (case-insensitive), e.g. "evs" -> `EVS`."""
-    from .. import reduction
-
-    classes = {cls.lower(): cls for cls in reduction.__all__ if cls not in ("Reducer", "Reduction", "ReductionItem")}
-    if name.lower() not in classes:
-        raise OmniLabInputError(f"unknown reducer name {name!r}: choose one of {sorted(classes.values())}")
-    return getattr(reduction, classes[name.lower()])
 
 
 @dataclass(frozen=True)
@@ -312,6 +304,11 @@ def sweep(
         raise OmniLabInputError(
             f"sweep needs a Lab (ol.load(...)), got {type(lab).__name__}; a source string works with cluster= only"
         )
+    if cluster is not None:
+        from ..cluster.ray import Ray  # the options only: ray itself is imported when the study starts
+
+        if not isinstance(cluster, Ray):
+            raise OmniLabInputError(f"cluster={cluster!r}: give None (run here) or ol.cluster.Ray(workers=..., ...)")
     prompt_keys, prompt_of, dataset = _inputs(lab, prompts, cluster)
     if not reducers:
         raise OmniLabInputError("sweep needs at least one reducer")
