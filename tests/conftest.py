@@ -10,6 +10,10 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# One headless Chromium for the whole session, shared by every browser test (Playwright's sync API allows one at a
+# time per thread, so each test module must not define its own).
+from tests.browser_support import chromium_browser  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def toy_lab():

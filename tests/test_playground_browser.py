@@ -4,7 +4,7 @@ then a corrupt upload's error and a good request after it."""
 import pytest
 
 from omni_lab.playground.examples import load_examples
-from tests.browser_support import artifact_path, chromium_browser, free_port, skip_unless_browser  # noqa: F401
+from tests.browser_support import artifact_path, free_port, skip_unless_browser  # noqa: F401
 
 pytestmark = pytest.mark.browser
 PANELS = ("reduction-plot", "routing-plot", "attention-plot")
@@ -31,7 +31,7 @@ def _ask(page, image_path, question):
 
 
 def test_upload_ask_see_the_answer_and_panels_then_a_corrupt_upload_errors_and_the_next_answers(
-    chromium_browser,  # noqa: F811
+    chromium_browser,
     playground_url,
     tmp_path,
 ):

@@ -21,7 +21,6 @@ from tests.browser_support import (
     OfflinePage,
     accept_dialog,
     artifact_path,
-    chromium_browser,  # noqa: F401 (pytest fixture)
     jupyterlab_server,
     skip_unless_browser,
 )
@@ -88,7 +87,7 @@ PAGES = (
 
 
 @pytest.mark.parametrize("name", PAGES)
-def test_saved_html_offline(chromium_browser, saved_pages, name):  # noqa: F811
+def test_saved_html_offline(chromium_browser, saved_pages, name):
     text = saved_pages[name].read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]+src=", text), "a script is loaded from elsewhere"
     assert not re.search(r"<link[^>]+href=", text), "a stylesheet is loaded from elsewhere"
@@ -153,7 +152,7 @@ def _notebook(source: str) -> dict:
     }
 
 
-def test_dashboard_in_jupyterlab(chromium_browser, tmp_path):  # noqa: F811
+def test_dashboard_in_jupyterlab(chromium_browser, tmp_path):
     skip_unless_browser(jupyterlab=True)
     (tmp_path / "dashboard.ipynb").write_text(json.dumps(_notebook(LOAD_SOURCE + RUN_SOURCE)), encoding="utf-8")
     with jupyterlab_server(tmp_path) as (base, token):

@@ -35,7 +35,9 @@ def tour_output(notebook) -> str | None:
                 import plotly.io
 
                 figure = plotly.io.from_json(json.dumps(data["application/vnd.plotly.v1+json"]))
-                return figure.to_html(full_html=True, include_plotlyjs=True, config={"displaylogo": False})
+                return figure.to_html(
+                    full_html=True, include_plotlyjs=True, auto_play=False, config={"displaylogo": False}
+                )
             if "text/html" in data:
                 return (
                     "<!DOCTYPE html><html><head><meta charset='utf-8'><style>body{font-family:system-ui,sans-serif;"

@@ -93,7 +93,11 @@ def occlusion(
     positions, feature_ids = unit_positions(prepared.token_map, units)
     scorer = Scorer(lab, resolved, batch_size, progress, cost.forward_passes, f"occlusion ({units.kind})")
     forward = EmbeddingPerturbation(
-        scorer, prepared.embeds, prepared.token_map, positions, baseline_fill(lab, prepared.embeds, prepared.token_map, baseline)
+        scorer,
+        prepared.embeds,
+        prepared.token_map,
+        positions,
+        baseline_fill(lab, prepared.embeds, prepared.token_map, baseline),
     )
     presence = torch.ones(1, len(positions), dtype=torch.float64)
     try:
@@ -169,7 +173,11 @@ def modality_shapley(
     positions, feature_ids = unit_positions(prepared.token_map, units)
     scorer = Scorer(lab, resolved, batch_size, progress, cost.forward_passes, "modality Shapley")
     forward = EmbeddingPerturbation(
-        scorer, prepared.embeds, prepared.token_map, positions, baseline_fill(lab, prepared.embeds, prepared.token_map, baseline)
+        scorer,
+        prepared.embeds,
+        prepared.token_map,
+        positions,
+        baseline_fill(lab, prepared.embeds, prepared.token_map, baseline),
     )
     subsets = (np.arange(2**count)[:, None] >> np.arange(count)[None, :]) & 1  # (2^n, n) every coalition
     presence = torch.ones(1, len(positions), dtype=torch.float64)

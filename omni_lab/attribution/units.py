@@ -146,7 +146,8 @@ def build_units(token_map, unit="modality", *, grid=(4, 4), seconds: float = 0.5
     if not built:
         present = sorted(set(token_map["modality"][token_map["kept"]]))
         raise OmniLabInputError(
-            f"unit={unit!r}" + (f" with modality={modality!r}" if modality is not None else "")
+            f"unit={unit!r}"
+            + (f" with modality={modality!r}" if modality is not None else "")
             + f" gives no unit on this prompt (it holds {', '.join(present)} tokens); pick a unit its tokens have"
         )
     return Units(kind, tuple(built), options)
