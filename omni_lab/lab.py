@@ -379,7 +379,9 @@ class Lab:
         with self._lock, torch.enable_grad():
             return forward.prepare(self.model, prompt, reducers, encoded)
 
-    def forward_embeds(self, embeds: torch.Tensor, token_map: TokenMap, *, interventions=None) -> torch.Tensor:
+    def forward_embeds(
+        self, embeds: torch.Tensor, token_map: TokenMap, *, interventions=None, logits_to_keep: int = 0
+    ) -> torch.Tensor:
         """The language model on given input embeddings, autograd on: `(B, L, vocab)` float32 logits (float64 for a
         float64 model).
 
@@ -389,6 +391,8 @@ class Lab:
             token_map: the reduced token map the embeddings follow (`prepared.token_map`); interventions select
                 positions through it.
             interventions: `ol.ablate_tokens(...)`, `ol.ablate_experts(...)`, ... honoured as in `run`.
+            logits_to_keep: return logits of the last this many positions only (0: all). A 35K-token prompt's
+                logits over the real vocabulary are ~18 GB in float32; a teacher-forced answer needs a handful.
         """
         self._check_runnable()
         if not isinstance(embeds, torch.Tensor) or embeds.dim() not in (2, 3):
@@ -400,6 +404,8 @@ class Lab:
         hidden = self.config.text_config.hidden_size
         if embeds.shape[-1] != hidden:
             raise OmniLabInputError(f"embeddings have width {embeds.shape[-1]}; this model's LLM takes {hidden}")
+        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise OmniLabInputError(f"logits_to_keep must be an int >= 0 (0 keeps all), got {logits_to_keep!r}")
         if not isinstance(token_map, TokenMap):
             raise OmniLabInputError("forward_embeds needs the token map the embeddings follow (prepared.token_map)")
         session = CaptureSession(self.model, None, {}, interventions=interventions)
@@ -410,7 +416,7 @@ class Lab:
             # transformers' causal-LM forward is backbone -> lm_head -> .float(); the head is applied here so that a
             # float64 model keeps float64 logits (finite-difference checks need them).
             hidden = language.model(inputs_embeds=embeds.to(parameter.device, parameter.dtype)).last_hidden_state
-            logits = language.lm_head(hidden)
+            logits = language.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
             return logits if logits.dtype == torch.float64 else logits.float()
 
     def logits(self, prompt, reducer="model", interventions=None, encoded=None) -> torch.Tensor:

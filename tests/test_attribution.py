@@ -101,7 +101,7 @@ def test_exact_shapley_is_efficient_and_equals_brute_force(twin_lab):
     )
     assert abs(result.unit_scores.sum() - (result.target_value - result.baseline_value)) < 1e-6
     assert abs(result.unit_scores.sum() - (everything - nothing)) < 2e-4
-    assert abs(result.completeness_gap) < 1e-6
+    assert abs(result.completeness_gap) < 1e-5  # float32 logits of values near 20
     assert result.forward_passes == 2**n
     control = (token_map["modality"] == "text") & np.asarray(token_map["special"], bool)  # <|im_start|>, <img>, ...
     assert np.isnan(result.scores[control]).all()
@@ -191,7 +191,7 @@ def test_modality_shapley_pitch_and_colour(twin_lab):
         assert result.units.names == ["video", "audio"]
         video, audio = result.unit_scores
         assert video > 0 and audio > 0, (example, result.unit_scores)
-        assert abs(result.completeness_gap) < 1e-6
+        assert abs(result.completeness_gap) < 1e-5  # float32 logits of values near 20
         text_only.append(result.baseline_value)
         full.append(result.target_value)
     print("f(text only)", np.round(text_only, 2), "f(all)", np.round(full, 2))

@@ -168,8 +168,13 @@ def test_forward_embeds_honours_interventions(twin_lab):
     reference = twin_lab.logits(prompt, reducer=None, interventions=ablation)
     torch.testing.assert_close(ablated, reference, rtol=0, atol=1e-5)
     assert (plain[0, -1] - ablated[0, -1]).abs().max() > 1e-3
+    with torch.no_grad():
+        last = twin_lab.forward_embeds(prepared.embeds, prepared.token_map, logits_to_keep=3)
+    torch.testing.assert_close(last, plain[:, -3:], rtol=0, atol=1e-5)  # the head on 3 rows vs all: float32 order
     with pytest.raises(OmniLabInputError, match="width"):
         twin_lab.forward_embeds(torch.zeros(1, 3, 7), prepared.token_map)
+    with pytest.raises(OmniLabInputError, match="logits_to_keep"):
+        twin_lab.forward_embeds(prepared.embeds, prepared.token_map, logits_to_keep=-1)
 
 
 # -------------------------------------------------------------------------------------------------- streaming

@@ -129,7 +129,6 @@ class Scorer:
         Continuations that append the same tokens (a contrast of two one-token answers, first-token targets)
         share one forward pass.
         """
-        length = embeds.shape[1]
         total = torch.zeros(embeds.shape[0], dtype=torch.float64, device=embeds.device)
         for prefix, appended in self._prefixes.items():
             parts: dict[int, list[torch.Tensor]] = {index: [] for index in range(len(self._continuations))}
@@ -138,10 +137,11 @@ class Scorer:
                 if appended.shape[0]:
                     tail = appended.to(chunk.device, chunk.dtype).expand(chunk.shape[0], -1, -1)
                     chunk = torch.cat([chunk, tail], dim=1)  # (b, L + A - 1, D)
-                logits = self.lab.forward_embeds(chunk, token_map)
+                # only the positions that predict the answer: the prompt's last one and the appended ones
+                logits = self.lab.forward_embeds(chunk, token_map, logits_to_keep=appended.shape[0] + 1)
                 for index, (owner, ids, _) in enumerate(self._continuations):
                     if owner == prefix:
-                        parts[index].append(answer_log_prob(logits, length, ids))
+                        parts[index].append(answer_log_prob(logits, 1, ids))
                 self.forward_passes += chunk.shape[0]
                 self._bar.update(chunk.shape[0])
             for index, (owner, _, sign) in enumerate(self._continuations):
