@@ -221,13 +221,18 @@ def jupyterlab_server(root: Path, timeout_s: float = 90.0):
             time.sleep(0.5)
         yield base, token
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 20) -> None:
+    """Terminate a server process; kill it if it has not exited after `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def accept_dialog(page, timeout_ms: int = 3_000) -> bool:

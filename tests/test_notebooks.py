@@ -120,7 +120,7 @@ def test_notebooks_command_needs_no_model_import():
 def test_notebooks_command_serves_jupyterlab_on_localhost(tmp_path):
     """The real command: JupyterLab on 127.0.0.1 serving the copied notebooks (no browser opened)."""
     pytest.importorskip("jupyterlab")
-    from tests.browser_support import free_port
+    from tests.browser_support import free_port, stop_process
 
     port, token = free_port(), "omni-lab-test-token"
     home = tmp_path / "home"
@@ -154,12 +154,7 @@ def test_notebooks_command_serves_jupyterlab_on_localhost(tmp_path):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as response:
                 assert response.status == 200 and b"JupyterLab" in response.read()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 # --------------------------------------------------------------------------------------------------- execution
