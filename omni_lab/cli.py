@@ -54,9 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     train_toy.add_argument("--out", required=True, help="checkpoint directory to write")
     train_toy.add_argument("--minutes", type=float, default=None, help="training length in reference-CPU minutes")
     train_toy.add_argument("--steps", type=int, default=None, help="training steps (overrides --minutes)")
-    train_toy.add_argument("--seed", type=int, default=0, help="run seed 0-99 (initialisation and data)")
+    train_toy.add_argument(
+        "--seed", type=int, default=None, help="run seed 0-99 (initialisation and data; default the recipe's)"
+    )
     train_toy.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 on a shared machine)")
     train_toy.add_argument("--eval-n", type=int, default=200, help="held-out examples per family for the card")
+    train_toy.add_argument(
+        "--recipe",
+        choices=("scratch", "continue"),
+        default="scratch",
+        help="scratch: stage 1 from random weights; continue: stage 2 from --init (default the shipped twin)",
+    )
+    train_toy.add_argument("--init", default=None, help="checkpoint to continue from (with --recipe continue)")
 
     eval_toy = commands.add_parser("eval-toy", help="held-out ShapesWorld accuracy per family and task")
     eval_toy.add_argument("--model", default="toy", help="toy (default) | checkpoint dir")

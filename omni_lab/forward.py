@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import validate
 from .errors import OmniLabInputError
 from .reduction import EVS, Reducer, ReductionItem
 
@@ -222,6 +223,11 @@ def split_in_llm(reducer):
 
 
 def _check_reducer(value) -> None:
+    if isinstance(value, type):
+        raise OmniLabInputError(
+            f"reducer={value.__name__} is a class; pass an instance with its rate, e.g. reducer={value.__name__}(0.5), "
+            f'or a name through ol.reducers.at_rate("{value.__name__.lower()}", 0.5)'
+        )
     if not isinstance(value, Reducer):
         raise OmniLabInputError(
             f"reducer {value!r} is not a reducer: it needs a `modalities` tuple and a __call__(item) -> Reduction"
@@ -334,12 +340,11 @@ class SamplingSettings:
     seed: int | None = None
 
     def validate(self) -> None:
-        if self.temperature <= 0:
-            raise OmniLabInputError(f"temperature must be positive, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise OmniLabInputError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise OmniLabInputError(f"top_k must be >= 0, got {self.top_k}")
+        self.do_sample = validate.flag("do_sample", self.do_sample)
+        self.temperature = validate.number("temperature", self.temperature, low=0, low_open=True)
+        self.top_p = validate.number("top_p", self.top_p, low=0, low_open=True, high=1)
+        self.top_k = validate.number("top_k", self.top_k, low=0, integer=True, fix="pass 0 (off) or a count >= 1")
+        self.seed = validate.number("seed", self.seed, low=0, integer=True, allow_none=True)
 
 
 def choose_token(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None) -> int:

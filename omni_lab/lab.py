@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from . import forward
+from . import forward, validate
 from .capture import budget as capture_budget_module
 from .capture import specs as capture_specs
 from .capture.hooks import hook_points
@@ -26,7 +26,7 @@ from .logs import quiet_expected_warnings
 from .presets import RELEASED_PARAMETER_COUNT, layers
 from .prompt import Prompt, build_prompt, token_texts
 from .reduction.ledger import ReductionLedger, build_ledger
-from .sources import Source, build_model, resolve
+from .sources import Source, build_model, check_device, resolve
 from .token_map import TokenMap
 
 
@@ -53,7 +53,8 @@ def load(
     """
     quiet_expected_warnings()
     resolved = resolve(source, allow_download=allow_download)
-    model, processor, dtype = build_model(resolved, str(device), dtype, seed=seed, progress=progress)
+    device = check_device(device)
+    model, processor, dtype = build_model(resolved, device, dtype, seed=seed, progress=progress)
     if dtype == torch.float64:  # transformers' grouped-GEMM experts take float32/16 only; its eager experts any dtype
         model.set_experts_implementation("eager")
     return Lab(model, processor, resolved, str(device), dtype)
@@ -525,8 +526,10 @@ class Lab:
         """
         self._check_runnable()
         prompt = self.as_prompt(prompt)
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-            raise OmniLabInputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        max_new_tokens = validate.number(
+            "max_new_tokens", max_new_tokens, low=0, high=self.context_length, integer=True
+        )
+        return_logits = validate.flag("return_logits", return_logits)
         settings = forward.SamplingSettings(do_sample, temperature, top_k, top_p, seed)
         settings.validate()
         reducer, in_llm = forward.split_in_llm(reducer)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import media
+from . import media, validate
 from .errors import OmniLabInputError
 from .token_map import AudioLayout, ImageLayout, TokenMap, VideoLayout, build_token_map
 
@@ -59,11 +59,16 @@ class Prompt:
 def _as_list(value) -> list:
     if value is None:
         return []
-    if isinstance(value, (list, tuple)) and not (
-        isinstance(value, tuple) and len(value) == 2 and np.isscalar(value[1])
-    ):
+    if isinstance(value, (list, tuple)) and not media.audio.is_pair(value):
         return list(value)
     return [value]
+
+
+def _audios(audio) -> list:
+    """A single clip (path, clip, `(waveform, rate)`) or a list of them; a flat list of numbers is one waveform."""
+    if isinstance(audio, list) and audio and all(media.audio.is_rate(sample) for sample in audio[:64]):
+        return [audio]
+    return _as_list(audio)
 
 
 def _videos(video) -> list:
@@ -93,15 +98,15 @@ def build_prompt(
     reference: str | None = None,
 ) -> Prompt:
     """Decode media and build the token sequence with the model's own processor; see `Lab.prompt`."""
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        raise OmniLabInputError(f"prompt text must be a string, got {type(text).__name__}")
-    if system is not None and not isinstance(system, str):
-        raise OmniLabInputError(f"system prompt must be a string, got {type(system).__name__}")
+    text = validate.text("text", "" if text is None else text)
+    system = validate.text("system", system, allow_none=True)
+    thinking = validate.flag("thinking", thinking)
+    fps = validate.number("fps", fps, low=0, low_open=True, allow_none=True, fix="pass frames per second, e.g. 1")
+    max_frames = validate.number("max_frames", max_frames, low=1, high=media.LIMITS.max_frames, integer=True)
+    audio_seconds = _audio_seconds_that_fit(processor, context_length)
     images = [media.load_image(image) for image in _as_list(images)]
     videos = [media.load_video(v, fps=fps, max_frames=max_frames) for v in _videos(video)]
-    audios = [media.load_audio(clip) for clip in _as_list(audio)]
+    audios = [media.load_audio(clip, max_seconds=audio_seconds) for clip in _audios(audio)]
     if not text.strip() and not (images or videos or audios):
         raise OmniLabInputError("the prompt is empty: give some text, or an image, video or audio clip to ask about")
 
@@ -116,16 +121,7 @@ def build_prompt(
     if videos:
         from transformers.video_utils import VideoMetadata
 
-        processor_kwargs["video_metadata"] = [
-            VideoMetadata(
-                total_num_frames=clip.num_frames,
-                fps=clip.fps,
-                width=clip.size[0],
-                height=clip.size[1],
-                frames_indices=clip.frame_indices,
-            )
-            for clip in videos
-        ]
+        processor_kwargs["video_metadata"] = [_metadata(VideoMetadata, clip) for clip in videos]
         processor_kwargs["do_sample_frames"] = False
     try:
         inputs = processor.apply_chat_template(
@@ -155,6 +151,24 @@ def build_prompt(
     return Prompt(text, system, bool(thinking), images, videos, audios, inputs, token_map, reference)
 
 
+def _metadata(VideoMetadata, clip: media.VideoClip):
+    """The processor writes each frame's label as `frames_indices[i] x int(1000 / fps)` ms; a clip with presentation
+    times (a decoded file) is described at 1000 "fps" with millisecond indices, so the label states its real time."""
+    if clip.times is not None:
+        fps, indices = 1000.0, [round(t * 1000) for t in clip.times]
+    else:
+        fps, indices = clip.fps, clip.frame_indices
+    return VideoMetadata(
+        total_num_frames=clip.num_frames, fps=fps, width=clip.size[0], height=clip.size[1], frames_indices=indices
+    )
+
+
+def _audio_seconds_that_fit(processor, context_length: int) -> float:
+    """Seconds of audio whose tokens fill the context (the clip is refused past this, before it is decoded)."""
+    per_second = processor._estimate_audio_num_embeddings(media.SAMPLING_RATE * 10) / 10
+    return context_length / max(per_second, 1e-9) + 1.0
+
+
 def _lay_out(processor, inputs: dict, images, videos, audios) -> TokenMap:
     tokenizer = processor.tokenizer
     merge = round(1 / processor.image_processor.downsample_ratio)
@@ -162,7 +176,7 @@ def _lay_out(processor, inputs: dict, images, videos, audios) -> TokenMap:
     image_layouts = []
     for image, (grid_h, grid_w) in zip(images, inputs.get("image_grid_hw", np.zeros((0, 2))).tolist(), strict=True):
         image_layouts.append(
-            ImageLayout(grid_h // merge, grid_w // merge, image.size, (grid_w * patch, grid_h * patch))
+            ImageLayout(grid_h // merge, grid_w // merge, media.original_size(image), (grid_w * patch, grid_h * patch))
         )
     video_layouts = []
     if videos:

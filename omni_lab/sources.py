@@ -133,6 +133,30 @@ def read_quantization(path: Path) -> dict | None:
     return config.get("quantization_config")
 
 
+def check_device(device) -> str:
+    """`device` as a string torch and accelerate accept ("cpu", "cuda", "cuda:N", "meta", "auto"), or a clear error:
+    OmniLabInputError for a name torch does not know, OmniLabModelError for a GPU this machine does not have."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise OmniLabInputError(f"device={device!r}: pass 'cpu', 'cuda', 'cuda:N', 'meta' or 'auto'")
+    if device == "auto":
+        return device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise OmniLabInputError(f"device={device!r} is not a device name; pass 'cpu', 'cuda', 'cuda:N', 'meta' or 'auto'") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise OmniLabModelError(f"device={device!r}: this machine has no CUDA GPU torch can use; pass device='cpu'")
+        if parsed.index is not None and parsed.index >= count:
+            raise OmniLabModelError(f"device={device!r}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})")
+    elif parsed.type not in ("cpu", "meta"):
+        raise OmniLabInputError(f"device={device!r}: omni-lab runs on 'cpu', 'cuda', 'cuda:N', 'meta' or 'auto'")
+    return device
+
+
 def check_quantization(path: Path, device: str) -> None:
     """Refuse, with the reason, a quantised checkpoint this device or this transformers cannot run."""
     quantization = read_quantization(path)

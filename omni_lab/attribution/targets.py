@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import validate
 from ..errors import OmniLabInputError
 
 TOKENS = ("all", "first")
@@ -139,9 +140,11 @@ def resolve_target(lab, prompt, target, reducer=None) -> ResolvedTarget:
 
 def _ids(lab, answer, what: str) -> list[int]:
     if isinstance(answer, str):
-        ids = lab.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        ids = lab.tokenizer(validate.text(what, answer), add_special_tokens=False)["input_ids"]
+    elif isinstance(answer, (list, tuple)) or getattr(answer, "ndim", None) == 1:
+        ids = [validate.number(f"{what} token id", i, integer=True) for i in answer]
     else:
-        ids = [int(i) for i in answer]
+        raise OmniLabInputError(f"the {what} {answer!r}: pass its text or a list of token ids")
     vocabulary = int(lab.model.get_input_embeddings().weight.shape[0])
     if not ids:
         raise OmniLabInputError(f"the {what} {answer!r} has no tokens: the model cannot score an empty answer")

@@ -7,6 +7,7 @@ sequence the run can reach (the unreduced prompt plus `max_new_tokens`). It is a
 
 from __future__ import annotations
 
+from .. import validate
 from ..errors import OmniLabInputError
 
 BUDGET_BYTES = 8 * 2**30  # change with omni_lab.capture.budget.BUDGET_BYTES or run(..., capture_budget=...)
@@ -21,7 +22,7 @@ def check(parts: dict, budget: int | None) -> None:
     Raises:
         OmniLabInputError: the total is over the budget (the message lists the largest parts and cheaper options).
     """
-    budget = BUDGET_BYTES if budget is None else budget
+    budget = BUDGET_BYTES if budget is None else validate.number("capture_budget", budget, low=1, integer=True)
     total = sum(parts.values())
     if total <= budget:
         return

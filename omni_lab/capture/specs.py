@@ -91,6 +91,10 @@ def normalise(capture) -> dict[str, object]:
         return {}
     if isinstance(capture, (str, RoutingSpec, MassSpec, ResidualSpec)):
         capture = [capture]
+    if not isinstance(capture, (list, tuple, set)):
+        raise OmniLabInputError(
+            f"capture={capture!r}: pass a name, a spec such as ol.capture.routing(), or a list of them"
+        )
     specs = {}
     for entry in capture:
         if isinstance(entry, str):

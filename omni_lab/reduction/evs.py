@@ -11,8 +11,7 @@ descending sort and keeping the budget reproduces the keep mask exactly (tests/t
 
 from __future__ import annotations
 
-from ..errors import OmniLabInputError
-from .base import Reduction, ReductionItem
+from .base import Reduction, ReductionItem, check_rate
 
 
 class EVS:
@@ -21,9 +20,7 @@ class EVS:
     modalities = ("video",)
 
     def __init__(self, rate: float):
-        if not 0.0 <= float(rate) < 1.0:
-            raise OmniLabInputError(f"EVS rate must be in [0, 1), got {rate}")
-        self.rate = float(rate)
+        self.rate = check_rate("EVS", rate)
 
     def __repr__(self) -> str:
         return f"EVS(rate={self.rate})"

@@ -20,9 +20,11 @@ import math
 import numpy as np
 import torch
 
+from .. import validate
 from ..capture.results import LLMDrop
 from ..errors import OmniLabInputError
 from ..presets import layers
+from .base import check_rate
 
 
 def received_attention(q: torch.Tensor, k: torch.Tensor, scale: float, block: int = 256) -> torch.Tensor:
@@ -60,8 +62,10 @@ class FastV:
     in_llm = True
 
     def __init__(self, layer: int, rate: float, modalities=("image", "video")):
-        if not 0.0 <= float(rate) < 1.0:
-            raise OmniLabInputError(f"FastV rate must be in [0, 1), got {rate}")
+        rate = check_rate("FastV", rate)
+        layer = validate.number("FastV layer", layer, low=0, integer=True)
+        if isinstance(modalities, str):
+            modalities = (modalities,)
         unknown = set(modalities) - {"image", "video", "audio"}
         if unknown:
             raise OmniLabInputError(f"FastV modalities {sorted(unknown)}: use image, video, audio")

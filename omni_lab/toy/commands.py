@@ -32,14 +32,22 @@ def _check(condition: bool, message: str) -> None:
 
 def train_toy(args) -> int:
     """Train a twin into `args.out` (steps from --steps, else --minutes, else the shipped run's)."""
-    from .training import STEPS_PER_MINUTE, TrainSettings, train
+    from .training import RECIPES, STEPS_PER_MINUTE, TrainSettings, train
 
-    _check(0 <= args.seed < 100, f"--seed {args.seed}: training run seeds are 0-99 (held-out data starts above them)")
+    _check(
+        args.seed is None or 0 <= args.seed < 100,
+        f"--seed {args.seed}: training run seeds are 0-99 (held-out data starts above them)",
+    )
     _check(args.steps is None or args.steps >= 1, f"--steps {args.steps}: give at least 1")
     _check(args.minutes is None or args.minutes > 0, f"--minutes {args.minutes}: give a positive number")
     _check(args.threads >= 1, f"--threads {args.threads}: give at least 1")
     _check(args.eval_n >= 0, f"--eval-n {args.eval_n}: give 0 (skip the evaluation) or more")
-    settings = TrainSettings(seed=args.seed, threads=args.threads)
+    recipe = getattr(args, "recipe", "scratch")
+    chosen = {"seed": args.seed} if args.seed is not None else {}
+    settings = TrainSettings(**{**RECIPES[recipe], **chosen, "threads": args.threads})
+    if getattr(args, "init", None):
+        _check(recipe == "continue", "--init: give it with --recipe continue")
+        settings.init_from = args.init
     if args.steps is not None:
         settings.steps = args.steps
     elif args.minutes is not None:  # both phases scaled down (or up) from the shipped recipe

@@ -36,6 +36,60 @@ def _human(count: int) -> str:
     return f"{count / 1e6:.2f} M" if count >= 1e6 else f"{count / 1e3:.1f} k"
 
 
+def _training_section(summary: dict) -> list[str]:
+    """The recipe: one paragraph per stage (a continued run lists the run it started from first)."""
+    previous = summary.get("previous")
+    curve = "Loss per step: `loss_curve.csv`, `loss_curve.png`."
+    if not previous:
+        return [*_stage(summary, None), "", curve]
+    total = (summary["wall_seconds"] + previous["wall_seconds"]) / 60
+    return [
+        *_stage(previous, "Stage 1, from scratch"),
+        "",
+        *_stage(summary, "Stage 2, continued from stage 1"),
+        "",
+        f"Both stages: {total:.1f} min of a 2-core CPU. {curve[:-1]} (stage 2).",
+    ]
+
+
+def _stage(summary: dict, title: str | None) -> list[str]:
+    settings = summary["settings"]
+    minutes = summary["wall_seconds"] / 60
+    command = f"omni-lab train-toy --out DIR --steps {settings['steps']} --seed {settings['seed']} "
+    if settings.get("init_from"):
+        command += f"--recipe continue --init {settings['init_from']} "
+    warm_up = (
+        f"Encoder warm-up: {settings['encoder_steps']} steps x {sum(settings['encoder_mix'].values())} examples "
+        f"({settings['encoder_mix']}) training the vision tower and its projector alone on the per-token read-outs "
+        f"(`training.pretrain_encoders`, {summary.get('encoder_seconds', 0.0) / 60:.1f} min). Then "
+        if settings["encoder_steps"]
+        else f"From `{settings['init_from']}`, no encoder warm-up: "
+        if settings.get("init_from")
+        else ""
+    )
+    read_outs = (
+        "plus per-token auxiliary read-outs of the media tokens against the ground truth (weight "
+        f"{settings['token_supervision']}, `omni_lab.toy.supervision`; not part of the checkpoint); "
+        if settings["token_supervision"]
+        else "no per-token read-outs; "
+    )
+    return [
+        *([f"**{title}**", ""] if title else []),
+        "```",
+        command + f"--threads {settings['threads']}",
+        "```",
+        "",
+        f"{warm_up}{settings['steps']} steps x {sum(settings['mix'].values())} examples "
+        f"({summary['examples_seen']:,} examples; per step {settings['mix']}), AdamW lr {settings['lr']} (warm-up "
+        f"{settings['warmup']}, cosine to {settings['final_lr_fraction']:g} x), weight decay {settings['weight_decay']}, "
+        f"clip {settings['clip']}; loss on answer tokens + end of turn, {read_outs}"
+        f"EVS augmentation on {settings['evs_probability']:.0%} of video prompts "
+        f"(rate {settings['evs_rates'][0]}-{settings['evs_rates'][1]}); aux-loss-free router bias balancing "
+        f"(rate {settings['bias_rate']}). Wall time {minutes:.1f} min with {settings['threads']} torch thread(s) on a "
+        f"2-core CPU; final loss (mean of the last 50 steps) {summary['final_loss']:.4f}.",
+    ]
+
+
 def write_model_card(out: Path, lab, summary: dict, extra_sections: list[str] | None = None) -> Path:
     """Write README.md into the checkpoint directory.
 
@@ -49,11 +103,9 @@ def write_model_card(out: Path, lab, summary: dict, extra_sections: list[str] | 
     """
     info = lab.info()
     counts = info["parameters"]
-    settings = summary["settings"]
     files = sorted(p for p in Path(out).iterdir() if p.is_file())
     size_mb = sum(p.stat().st_size for p in files) / 2**20
     tasks = "\n".join(f"- **{family}**: {', '.join(names)}" for family, names in TASKS.items())
-    minutes = summary["wall_seconds"] / 60
     lines = [
         "# omni-toy: the toy twin of Nemotron 3 Nano Omni",
         "",
@@ -99,23 +151,7 @@ def write_model_card(out: Path, lab, summary: dict, extra_sections: list[str] | 
         "",
         "## Training",
         "",
-        "```",
-        f"omni-lab train-toy --out DIR --steps {settings['steps']} --seed {settings['seed']} "
-        f"--threads {settings['threads']}",
-        "```",
-        "",
-        f"Encoder warm-up: {settings['encoder_steps']} steps x {sum(settings['encoder_mix'].values())} examples "
-        f"({settings['encoder_mix']}) training the vision tower and its projector alone on the per-token read-outs "
-        f"(`training.pretrain_encoders`, {summary.get('encoder_seconds', 0.0) / 60:.1f} min). Then "
-        f"{settings['steps']} steps x {sum(settings['mix'].values())} examples ({summary['examples_seen']:,} examples; "
-        f"per step {settings['mix']}), AdamW lr {settings['lr']} (warm-up {settings['warmup']}, cosine to "
-        f"{settings['final_lr_fraction']:g} x), weight decay {settings['weight_decay']}, clip {settings['clip']}; "
-        "loss on answer tokens + end of turn, plus per-token auxiliary read-outs of the media tokens against the "
-        f"ground truth (weight {settings['token_supervision']}, `omni_lab.toy.supervision`; not part of the checkpoint); "
-        f"EVS augmentation on {settings['evs_probability']:.0%} of video prompts "
-        f"(rate {settings['evs_rates'][0]}-{settings['evs_rates'][1]}); aux-loss-free router bias balancing "
-        f"(rate {settings['bias_rate']}). Wall time {minutes:.1f} min with {settings['threads']} torch thread(s) on a 2-core CPU; final loss "
-        f"(mean of the last 50 steps) {summary['final_loss']:.4f}. Loss per step: `loss_curve.csv`, `loss_curve.png`.",
+        *_training_section(summary),
     ]
     report = summary.get("report")
     if report:
