@@ -145,7 +145,9 @@ def check_device(device) -> str:
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
-        raise OmniLabInputError(f"device={device!r} is not a device name; pass 'cpu', 'cuda', 'cuda:N', 'meta' or 'auto'") from None
+        raise OmniLabInputError(
+            f"device={device!r} is not a device name; pass 'cpu', 'cuda', 'cuda:N', 'meta' or 'auto'"
+        ) from None
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

@@ -1,6 +1,9 @@
 """Studies on Ray (local Ray, 2 CPUs, the toy twin): the same rows as the local sweep, a killed worker, an
-interrupted and resumed study, bad cluster settings, and `Dataset` built from records and files."""
+interrupted and resumed study, bad cluster settings, and `Dataset` built from records and files; the per-prompt
+studies (reinsertion, pruned contribution, routing shift, expert specialisation) over a Dataset, here and on Ray,
+against each prompt run here alone."""
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -238,3 +241,173 @@ def test_dataset_rows_keys_and_files(twin_lab, tmp_path):
     ]:
         with pytest.raises(OmniLabInputError, match=message):
             ol.studies.Dataset.from_records(bad)
+
+
+# ------------------------------------------------------------------ per-prompt studies over a Dataset, here and on Ray
+PER_PROMPT = ["reinsertion", "pruned_contribution", "routing_shift"]
+OPTIONS = {"reinsertion": {"groups": "frame"}, "pruned_contribution": {"max_tokens": 3, "seed": 1}, "routing_shift": {}}
+
+
+@pytest.fixture(scope="module")
+def four():
+    """One prompt of each ShapesWorld family with media (DivPrune acts on all three media)."""
+    return ol.studies.Dataset.shapesworld(4, families=["image", "video", "audio", "omni"], seed=4)
+
+
+def reducer():
+    return ol.reducers.DivPrune(0.5)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread here, as each 1-CPU Ray actor runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def each_prompt_alone(lab, data, study: str):
+    """`study` run here on each prompt of `data` alone, its result laid out as the many-prompt table documents."""
+    frames = []
+    for index, key in enumerate(data.keys):
+        prompt, tags = data.prompt(lab, index), {"prompt": index, "prompt_key": key}
+        if study == "routing_shift":
+            frames.append(ol.studies.routing_shift(lab, prompt, reducer()).assign(**tags))
+            continue
+        result = getattr(ol.studies, study)(lab, prompt, reducer(), progress_bar=False, **OPTIONS[study])
+        tags |= {"target": result.target, "target_token": result.target_token}
+        if study == "reinsertion":
+            frames.append(result.groups.assign(**tags))
+            continue
+        sets = pd.DataFrame(
+            {
+                "ablated": ["dropped set", "kept set"],
+                "tokens": [result.dropped, result.kept],
+                "effect": [result.dropped_set_effect, result.kept_set_effect],
+                "kl": [result.dropped_set_kl, result.kept_set_kl],
+            }
+        )
+        tokens = result.tokens.assign(ablated="token", tokens=1)
+        frames.append(pd.concat([sets, tokens], ignore_index=True).assign(**tags, spearman=result.spearman))
+    return pd.concat(frames, ignore_index=True)
+
+
+def same_table(frame, expected):
+    """The same rows and values (float tolerance: another process); missing token columns compared as missing."""
+    assert sorted(frame.columns) == sorted(expected.columns)
+    as_plain = {column: "float64" for column in frame.columns if str(frame[column].dtype) == "Int64"}
+    if "dropped" in frame.columns:
+        as_plain["dropped"] = "boolean"
+    pd.testing.assert_frame_equal(
+        frame.astype(as_plain).reset_index(drop=True),
+        expected[frame.columns].astype(as_plain).reset_index(drop=True),
+        check_dtype=False,
+        check_exact=False,
+        atol=1e-5,
+        rtol=1e-4,
+    )
+
+
+def same_specialization(result, expected):
+    for table in ("load", "entropy", "top_tokens"):
+        pd.testing.assert_frame_equal(
+            getattr(result, table), getattr(expected, table), check_exact=False, atol=1e-5, rtol=1e-4
+        )
+
+
+@pytest.mark.slow
+def test_per_prompt_studies_over_a_dataset_equal_each_prompt_alone_and_resume(twin_lab, four, tmp_path, caplog):
+    for study, suffix in zip(PER_PROMPT, ["sqlite", "parquet", "sqlite"], strict=True):
+        run, out = getattr(ol.studies, study), tmp_path / f"{study}.{suffix}"
+        expected = each_prompt_alone(twin_lab, four, study)
+        first = run(twin_lab, four[:2], reducer(), progress_bar=False, out=out, **OPTIONS[study])
+        same_table(first, expected[expected.prompt < 2])
+        with caplog.at_level(logging.INFO, logger="omni_lab.studies"):
+            caplog.clear()
+            frame = run(twin_lab, four, reducer(), progress_bar=False, out=out, **OPTIONS[study])
+        assert f"{study}: 2 of 4 prompts already in" in caplog.text and f"{study}: computed 2 prompts" in caplog.text
+        same_table(frame, expected)
+        if suffix == "sqlite":
+            with sqlite3.connect(out) as connection:
+                table = pd.read_sql(f"select * from {study}", connection)
+            assert list(dict.fromkeys(table.prompt_key)) == four.keys and len(table) == len(frame)  # none twice
+        else:
+            pd.testing.assert_frame_equal(pd.read_parquet(out)[["prompt_key"]], frame[["prompt_key"]])
+            assert not (tmp_path / f"{study}.parquet.parts").exists()
+    listed = ol.studies.reinsertion(twin_lab, [four.prompt(twin_lab, 1)], reducer(), progress_bar=False)
+    same_table(listed, each_prompt_alone(twin_lab, four[1:2], "reinsertion").assign(prompt_key="0"))
+
+    prompts = [four.prompt(twin_lab, index) for index in range(len(four))]
+    expected = ol.studies.expert_specialization(twin_lab, prompts, reducer=reducer(), top=3, progress_bar=False)
+    out = tmp_path / "specialization.sqlite"
+    ol.studies.expert_specialization(twin_lab, four[:3], reducer=reducer(), top=3, progress_bar=False, out=out)
+    with caplog.at_level(logging.INFO, logger="omni_lab.studies"):
+        result = ol.studies.expert_specialization(twin_lab, four, reducer=reducer(), top=3, progress_bar=False, out=out)
+    assert "expert_specialization: 3 of 4 prompts already in" in caplog.text
+    same_specialization(result, expected)  # pooled from rows read back for three prompts and one computed now
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", PER_PROMPT)
+def test_ray_per_prompt_study_gives_each_prompts_local_rows(ray, twin_lab, four, study):
+    with one_thread():
+        expected = each_prompt_alone(twin_lab, four, study)
+    run = getattr(ol.studies, study)
+    frame = run("toy", four, reducer(), progress_bar=False, cluster=cluster(chunk_size=1), **OPTIONS[study])
+    same_table(frame, expected)
+    assert list(dict.fromkeys(frame.prompt_key)) == four.keys
+
+
+@pytest.mark.slow
+def test_ray_expert_specialization_pools_as_the_local_run(ray, twin_lab, four):
+    with one_thread():
+        prompts = [four.prompt(twin_lab, index) for index in range(len(four))]
+        expected = ol.studies.expert_specialization(twin_lab, prompts, reducer=reducer(), top=3, progress_bar=False)
+    result = ol.studies.expert_specialization(
+        twin_lab, four, reducer=reducer(), top=3, progress_bar=False, cluster=cluster(chunk_size=1)
+    )
+    same_specialization(result, expected)
+    assert set(result.top_tokens.prompt) <= set(range(len(four))) and len(result.top_tokens)
+
+
+@pytest.mark.slow
+def test_an_interrupted_ray_reinsertion_resumes_without_recomputing(ray, twin_lab, four, tmp_path, caplog, monkeypatch):
+    out = tmp_path / "reinsertion.sqlite"
+    options = dict(progress_bar=False, out=out, cluster=cluster(chunk_size=1), **OPTIONS["reinsertion"])
+
+    def interrupt():
+        raise KeyboardInterrupt  # as Ctrl-C would, in the driver, after one prompt is stored
+
+    after_chunks(monkeypatch, 1, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        ol.studies.reinsertion(twin_lab, four, reducer(), **options)
+    monkeypatch.undo()
+    with sqlite3.connect(out) as connection:
+        assert pd.read_sql("select prompt_key from reinsertion", connection).prompt_key.nunique() == 1
+    with caplog.at_level(logging.INFO, logger="omni_lab.studies"):
+        frame = ol.studies.reinsertion(twin_lab, four, reducer(), **options)
+    assert "reinsertion: 1 of 4 prompts already in" in caplog.text and "reinsertion: computed 3 prompts" in caplog.text
+    with sqlite3.connect(out) as connection:
+        table = pd.read_sql("select * from reinsertion", connection)
+    assert len(table) == len(frame) and not table.duplicated(["prompt_key", "group"]).any()
+    with one_thread():
+        same_table(frame, each_prompt_alone(twin_lab, four, "reinsertion"))
+
+
+def test_bad_cluster_values_on_the_per_prompt_studies_name_the_fix(twin_lab, four):
+    prompt = four.prompt(twin_lab, 0)
+    for study in [*PER_PROMPT, "expert_specialization"]:
+        run = getattr(ol.studies, study)
+        arguments = (twin_lab, four) if study == "expert_specialization" else (twin_lab, four, reducer())
+        with pytest.raises(OmniLabInputError, match=r"ol.cluster.Ray\(workers"):
+            run(*arguments, cluster="ray")
+        with pytest.raises(OmniLabInputError, match="Prompt carries tensors"):
+            run(*arguments[:1], [prompt], *arguments[2:], cluster=cluster())
+        if study != "expert_specialization":
+            with pytest.raises(OmniLabInputError, match="many prompts: give an ol.studies.Dataset"):
+                run(twin_lab, prompt, reducer(), cluster=cluster())
+    with pytest.raises(OmniLabInputError, match="needs a Lab"):
+        ol.studies.routing_shift("toy", four, reducer())

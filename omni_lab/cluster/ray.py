@@ -1,9 +1,11 @@
 """Studies on Ray: the `Ray` options, the `StudyWorker` actor that loads the model once, and the driver loop.
 
-The driver (the process that called the study) plans the cells, packs them into chunks and hands each chunk to a
-`StudyWorker` actor with the dataset rows it needs (plain data: texts, media paths, ShapesWorld seeds); the actor
-builds the prompts, computes the rows with the study's own `compute_cells` and returns them. The driver alone
-writes rows, keyed by cell, so none is written twice. Ray restarts a dead actor (`max_restarts`) and retries its
+The driver (the process that called the study) plans the cells (a sweep's (prompt, reducer, rate) rows; one prompt
+for `reinsertion`, `pruned_contribution`, `routing_shift`, `expert_specialization`), packs them into chunks and
+hands each chunk to a `StudyWorker` actor with the dataset rows it needs (plain data: texts, media paths,
+ShapesWorld seeds); the actor builds the prompts, computes the rows with the study's own cell function (`STUDIES`,
+the one the local path calls) and returns them. The driver alone writes rows, keyed by cell, so none is written
+twice. Ray restarts a dead actor (`max_restarts`) and retries its
 task (`max_task_retries`); a chunk whose actor is gone for good goes to another actor. Scheduling, retries and
 placement are Ray's: the driver only keeps each actor a few chunks ahead with `ray.wait`.
 
@@ -21,7 +23,14 @@ from dataclasses import dataclass
 from ..errors import OmniLabInputError, OmniLabModelError
 
 INSTALL = "pip install 'omni-lab[cluster]' (or pip install 'ray>=2.9')"
-STUDIES = {"sweep": "omni_lab.studies.sweep"}  # study name -> module with compute_cells(lab, prompt_of, cells, ...)
+# study name -> "module:function", its cell function (lab, prompt_of, cells, **options) -> row dicts
+STUDIES = {
+    "sweep": "omni_lab.studies.sweep:compute_cells",
+    "reinsertion": "omni_lab.studies.reinsertion:compute_cells",
+    "pruned_contribution": "omni_lab.studies.contribution:compute_cells",
+    "routing_shift": "omni_lab.studies.routing:shift_cells",
+    "expert_specialization": "omni_lab.studies.routing:specialization_cells",
+}
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,8 @@ class Ray:
         gpus_per_worker: GPUs per actor (0 for CPU; more than 1 spreads one model over them with `device="auto"`,
             accelerate's device map; fractions share a GPU).
         cpus_per_worker: CPUs per actor (also its torch thread count, set by Ray).
-        chunk_size: cells per chunk (a prompt's cells stay together, so a chunk may hold a few more).
+        chunk_size: cells per chunk (a sweep's prompt's cells stay together, so a chunk may hold a few more); for
+            the per-prompt studies, prompts per chunk, at most an even share of the pending prompts per worker.
         device: the actors' `ol.load(..., device=)`; default "cpu" without GPUs, "cuda" with one, "auto" with more.
         source: the model the actors load; default the study's lab's source (`lab.source.spec`).
         dtype: the actors' dtype; default the study's lab's dtype (`ol.load`'s default for a source string).
@@ -118,15 +128,16 @@ class StudyWorker:
         Args:
             study: a key of `STUDIES`.
             rows: {prompt index: dataset row} for the chunk's prompts.
-            cells: the study's cells.
-            options: the study's keyword options for `compute_cells`.
+            cells: the study's cells (each with the index of its prompt, `.prompt`).
+            options: the study's keyword options for its cell function.
         Returns:
-            one row dict per cell.
+            the cells' row dicts (one per sweep cell; a prompt's rows for the per-prompt studies).
         """
         from ..studies.dataset import build_prompt
 
-        module = importlib.import_module(STUDIES[study])
-        result = module.compute_cells(self.lab, lambda index: build_prompt(self.lab, rows[index]), cells, **options)
+        module, function = STUDIES[study].split(":")
+        cells_function = getattr(importlib.import_module(module), function)
+        result = cells_function(self.lab, lambda index: build_prompt(self.lab, rows[index]), cells, **options)
         self.cells_computed += len(result)
         return result
 
@@ -215,10 +226,10 @@ def run_chunks(options: Ray, lab, study: str, dataset, chunks: list[list], study
         study: a key of `STUDIES`.
         dataset: the study's `Dataset`; each chunk carries the rows of its prompts.
         chunks: lists of cells.
-        study_options: keyword options of the study's `compute_cells`.
-        emit: rows -> number of them newly stored (the driver's only writer).
+        study_options: keyword options of the study's cell function.
+        emit: rows -> number of cells newly stored (the driver's only writer).
     Returns:
-        the number of rows stored.
+        the number of cells stored.
     """
     source = options.source or (lab if isinstance(lab, str) else lab.source.spec)
     dtype = options.dtype if options.dtype is not None or isinstance(lab, str) else lab.dtype

@@ -4,8 +4,9 @@ Each study shows a progress bar, can write its rows to SQLite or Parquet (`out=`
 once. `sweep` and `routing_shift` return a pandas DataFrame; `reinsertion`, `pruned_contribution` and
 `expert_specialization` return small typed results (`ReinsertionResult`, `ContributionResult`, `Specialization`)
 holding their tables and summary numbers. A `Dataset` holds a study's inputs as data (texts, media paths,
-ShapesWorld seeds) with a stable key per row; `sweep(..., cluster=ol.cluster.Ray(...))` runs on Ray workers and
-resumes from its `out`.
+ShapesWorld seeds) with a stable key per row; every study runs on Ray workers with `cluster=ol.cluster.Ray(...)` and
+resumes from its `out`. Given a Dataset (or a list of prompts), `reinsertion`, `pruned_contribution` and
+`routing_shift` run prompt by prompt and return one table keyed by prompt (`per_prompt.py`), here or on Ray.
 """
 
 from .contribution import pruned_contribution

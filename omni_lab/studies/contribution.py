@@ -4,6 +4,10 @@ In the unreduced run, zero (ablate) the merged embeddings of the tokens the redu
 would keep, and measure how the first answer token moves (change in log-probability margin, KL divergence). Then
 ablate tokens one at a time (all of them, or an even sample of `max_tokens`) and report the rank correlation between
 the reducer's scores and each token's effect: a reducer that prunes well scores high what matters.
+
+Given a `Dataset` (or a list of prompts), the study runs prompt by prompt (here, or on Ray workers with
+`cluster=ol.cluster.Ray(...)`; see `per_prompt.py`) and returns one long table of every ablation, keyed by prompt:
+the dropped set, the kept set, then each single token.
 """
 
 from __future__ import annotations
@@ -12,27 +16,123 @@ import numpy as np
 
 from ..capture.interventions import ablate_tokens
 from .common import kl_divergence, margin, progress, unreduced_baseline, write_rows
+from .per_prompt import is_many, one_prompt_only, run_per_prompt
 from .results import ContributionResult
 
 TOKEN_COLUMNS = ["row", "modality", "item", "tubelet", "row_in_grid", "col_in_grid", "score", "dropped", "effect", "kl"]
+ABLATED = ("dropped set", "kept set", "token")
+COLUMNS = ["prompt", "prompt_key", "target", "target_token", "spearman", "ablated", "tokens", *TOKEN_COLUMNS]
+DTYPES = {
+    "prompt": "int64",
+    "prompt_key": "str",
+    "target": "int64",
+    "target_token": "str",
+    "spearman": "float64",
+    "ablated": "str",
+    "tokens": "int64",
+    "row": "Int64",  # the token columns are missing (<NA>, NaN) on the two set rows
+    "modality": "str",
+    "item": "Int64",
+    "tubelet": "Int64",
+    "row_in_grid": "Int64",
+    "col_in_grid": "Int64",
+    "score": "float64",
+    "dropped": "boolean",
+    "effect": "float64",
+    "kl": "float64",
+}
 
 
 def pruned_contribution(
-    lab, prompt, reducer, *, max_tokens: int = 96, seed: int = 0, progress_bar: bool = True, out=None
-) -> ContributionResult:
+    lab,
+    prompt,
+    reducer,
+    *,
+    max_tokens: int = 96,
+    seed: int = 0,
+    progress_bar: bool = True,
+    out=None,
+    cluster=None,
+):
     """Causal effect of the tokens a reducer drops vs keeps, and how well its scores rank that effect.
 
     Args:
-        lab: the `Lab`.
-        prompt: a `Prompt` (its `reference`, when set, is the target answer) or a string.
+        lab: the `Lab` (with `cluster=`, also a model source string such as "toy").
+        prompt: a `Prompt` (its `reference`, when set, is the target answer) or a string; or many prompts: an
+            `ol.studies.Dataset`, or a list of prompts, strings or (prompt, reference) pairs (with `cluster=`, a
+            Dataset or strings: inputs travel as data).
         reducer: a reducer object or {modality: reducer}.
-        max_tokens: at most this many single-token ablations (an even random sample, seeded).
+        max_tokens: at most this many single-token ablations per prompt (an even random sample, seeded).
         seed: seed of that sample.
-        progress_bar, out: as in `sweep` (`out` receives the per-token rows).
+        progress_bar: show a progress bar (over the ablations; over the prompts, all workers, with many prompts).
+        out: SQLite (.sqlite/.db, table "pruned_contribution") or Parquet (.parquet). One prompt: its per-token
+            rows. Many prompts: every prompt's rows, written prompt by prompt; a rerun with the same `out` skips the
+            prompts already there (keyed by `prompt_key`).
+        cluster: None (run here) or `ol.cluster.Ray(...)` (many prompts only): prompts run on Ray actors that each
+            load the model once; their rows come back here, into the same table and `out`.
     Returns:
-        `ContributionResult`: `.tokens` (one row per single-token ablation), the dropped / kept set effects and
-        KLs, `.spearman`, the decision's token map and `.row_scores()`.
+        One prompt: `ContributionResult`: `.tokens` (one row per single-token ablation), the dropped / kept set
+        effects and KLs, `.spearman`, the decision's token map and `.row_scores()`.
+        Many prompts: DataFrame with `COLUMNS`, one row per ablation: prompt (its index), prompt_key (its dataset
+        key; a list's index), target, target_token, spearman (the prompt's), ablated ("dropped set", "kept set",
+        then "token" rows), tokens (how many were ablated: the result's `dropped` / `kept` for the sets, 1 for a
+        token), then `TOKEN_COLUMNS` (missing on the set rows; `effect` and `kl` are the set's there), exactly
+        as `pruned_contribution` on that prompt alone.
     """
+    if is_many(prompt):
+        return run_per_prompt(
+            "pruned_contribution",
+            compute_cells,
+            lab,
+            prompt,
+            {"reducer": reducer, "max_tokens": max_tokens, "seed": seed},
+            columns=COLUMNS,
+            dtypes=DTYPES,
+            out=out,
+            table="pruned_contribution",
+            progress_bar=progress_bar,
+            cluster=cluster,
+        )
+    one_prompt_only("pruned_contribution", cluster)
+    result = contribution(lab, prompt, reducer, max_tokens, seed, progress_bar)
+    write_rows(result.tokens, out, "pruned_contribution")
+    return result
+
+
+def compute_cells(lab, prompt_of, cells: list, *, reducer, max_tokens: int, seed: int) -> list[dict]:
+    """Every ablation row of each prompt in `cells` (`PromptCell`s): its two sets, then its single tokens.
+
+    Args:
+        lab: the `Lab`.
+        prompt_of: prompt index -> `Prompt` (built on the calling process).
+        cells: the prompts.
+        reducer, max_tokens, seed: as in `pruned_contribution`.
+    Returns:
+        row dicts with `COLUMNS`, a prompt's rows together.
+    """
+    rows = []
+    missing = dict.fromkeys(TOKEN_COLUMNS)
+    for cell in cells:
+        result = contribution(lab, prompt_of(cell.prompt), reducer, max_tokens, seed, progress_bar=False)
+        tags = {
+            "prompt": cell.prompt,
+            "prompt_key": cell.key,
+            "target": result.target,
+            "target_token": result.target_token,
+            "spearman": result.spearman,
+        }
+        sets = [
+            ("dropped set", result.dropped, result.dropped_set_effect, result.dropped_set_kl),
+            ("kept set", result.kept, result.kept_set_effect, result.kept_set_kl),
+        ]
+        for ablated, tokens, effect, kl in sets:
+            rows.append({**tags, "ablated": ablated, "tokens": tokens, **missing, "effect": effect, "kl": kl})
+        rows.extend({**tags, "ablated": "token", "tokens": 1, **row} for row in result.tokens.to_dict("records"))
+    return rows
+
+
+def contribution(lab, prompt, reducer, max_tokens: int, seed: int, progress_bar: bool) -> ContributionResult:
+    """`pruned_contribution` on one prompt, nothing written."""
     import pandas as pd
 
     baseline = unreduced_baseline(lab, prompt, reducer, "pruned_contribution")
@@ -90,7 +190,6 @@ def pruned_contribution(
     tokens = pd.DataFrame(rows, columns=TOKEN_COLUMNS)
     scored = tokens.dropna(subset=["score"])
     spearman = float(scored.score.rank().corr(scored.effect.rank())) if len(scored) > 2 else float("nan")
-    write_rows(tokens, out, "pruned_contribution")
     return ContributionResult(
         tokens=tokens,
         token_map=decision_map,

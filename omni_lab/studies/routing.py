@@ -5,6 +5,10 @@ unreduced run, per MoE layer and per modality, through `Routing.compare(..., by=
 context every later layer sees, so even kept tokens can be routed elsewhere. `expert_specialization` pools routing
 over many prompts into the layer x expert x modality load, the routing entropy per modality (`entropy_bits`, the
 capture results' one entropy helper) and each expert's top tokens with where they came from.
+
+Given a `Dataset` (or `cluster=ol.cluster.Ray(...)`), both run prompt by prompt, here or on Ray workers (see
+`per_prompt.py`): `routing_shift` returns every prompt's table keyed by prompt; `expert_specialization` stores each
+prompt's load and top tokens (so a rerun resumes) and pools them exactly as it pools a list of prompts here.
 """
 
 from __future__ import annotations
@@ -13,83 +17,220 @@ import numpy as np
 
 from ..capture.results import entropy_bits
 from .common import as_prompt, as_prompts, progress, write_rows
+from .dataset import Dataset
+from .per_prompt import is_many, one_prompt_only, run_per_prompt
 from .results import Specialization
 
+SHIFT_COLUMNS = ["prompt", "prompt_key", "layer", "modality", "compared", "changed", "share_changed"]
+SHIFT_DTYPES = {
+    "prompt": "int64",
+    "prompt_key": "str",
+    "layer": "int64",
+    "modality": "str",
+    "compared": "int64",
+    "changed": "int64",
+    "share_changed": "float64",
+}
 
-def routing_shift(lab, prompt, reducer, *, out=None):
+
+def routing_shift(lab, prompt, reducer, *, out=None, progress_bar: bool = True, cluster=None):
     """Per MoE layer and modality, the share of surviving tokens whose top-k expert set changes under `reducer`.
 
     Args:
-        lab: the `Lab`.
-        prompt: a `Prompt` or a string.
+        lab: the `Lab` (with `cluster=`, also a model source string such as "toy").
+        prompt: a `Prompt` or a string; or many prompts: an `ol.studies.Dataset`, or a list of prompts, strings or
+            (prompt, reference) pairs (with `cluster=`, a Dataset or strings: inputs travel as data).
         reducer: a reducer object, {modality: reducer}, "model" or None.
-        out: as in `sweep`.
+        out: SQLite (.sqlite/.db, table "routing_shift") or Parquet (.parquet). Many prompts: written prompt by
+            prompt; a rerun with the same `out` skips the prompts already there (keyed by `prompt_key`).
+        progress_bar: show a progress bar over the prompts (all workers), with many prompts.
+        cluster: None (run here) or `ol.cluster.Ray(...)` (many prompts only): prompts run on Ray actors that each
+            load the model once; their rows come back here, into the same table and `out`.
     Returns:
         DataFrame from `Routing.compare(..., by="modality")`: layer, modality ("all" and each modality), compared,
-        changed, share_changed.
+        changed, share_changed. Many prompts: `SHIFT_COLUMNS`, that table for each prompt after its prompt (its
+        index) and prompt_key (its dataset key; a list's index), exactly as `routing_shift` on it alone.
     """
-    prompt = as_prompt(lab, prompt)
-    encoded = lab.encode(prompt)
-    full = lab.run(prompt, max_new_tokens=0, reducer=None, capture=["routing"], encoded=encoded).routing
-    reduced = lab.run(prompt, max_new_tokens=0, reducer=reducer, capture=["routing"], encoded=encoded).routing
-    frame = reduced.compare(full, by="modality")
+    if is_many(prompt):
+        return run_per_prompt(
+            "routing_shift",
+            shift_cells,
+            lab,
+            prompt,
+            {"reducer": reducer},
+            columns=SHIFT_COLUMNS,
+            dtypes=SHIFT_DTYPES,
+            out=out,
+            table="routing_shift",
+            progress_bar=progress_bar,
+            cluster=cluster,
+        )
+    one_prompt_only("routing_shift", cluster)
+    frame = shift(lab, prompt, reducer)
     write_rows(frame, out, "routing_shift")
     return frame
 
 
+def shift(lab, prompt, reducer):
+    """`routing_shift` on one prompt, nothing written."""
+    prompt = as_prompt(lab, prompt)
+    encoded = lab.encode(prompt)
+    full = lab.run(prompt, max_new_tokens=0, reducer=None, capture=["routing"], encoded=encoded).routing
+    reduced = lab.run(prompt, max_new_tokens=0, reducer=reducer, capture=["routing"], encoded=encoded).routing
+    return reduced.compare(full, by="modality")
+
+
+def shift_cells(lab, prompt_of, cells: list, *, reducer) -> list[dict]:
+    """`routing_shift`'s rows of each prompt in `cells` (`PromptCell`s), tagged with the prompt.
+
+    Returns:
+        row dicts with `SHIFT_COLUMNS`, a prompt's rows together.
+    """
+    rows = []
+    for cell in cells:
+        frame = shift(lab, prompt_of(cell.prompt), reducer)
+        rows.extend({"prompt": cell.prompt, "prompt_key": cell.key, **row} for row in frame.to_dict("records"))
+    return rows
+
+
 DETAIL_COLUMNS = ("modality", "item", "text", "tubelet", "x0", "y0", "x1", "y1", "t0", "t1")
+TOP_COLUMNS = ["layer", "expert", "weight", "position", "prompt", "rank", *DETAIL_COLUMNS]
+LOAD_COLUMNS = ["layer", "expert", "modality", "count", "weight"]
+# Each prompt's stored rows (many prompts): its load ("load" rows) and its experts' top tokens ("top" rows).
+PROMPT_COLUMNS = ["prompt", "prompt_key", "part", "layer", "expert", "modality", "count", "weight", "position"]
+PROMPT_COLUMNS += [column for column in DETAIL_COLUMNS if column != "modality"]
+PROMPT_DTYPES = {
+    "prompt": "int64",
+    "prompt_key": "str",
+    "part": "str",
+    "layer": "int64",
+    "expert": "int64",
+    "modality": "str",
+    "count": "Int64",  # missing on "top" rows
+    "weight": "float64",  # a top token's float32 weight, widened exactly
+    "position": "Int64",  # this and the details: missing on "load" rows
+    "item": "Int64",
+    "text": "str",
+    "tubelet": "Int64",
+    **{column: "float64" for column in ("x0", "y0", "x1", "y1", "t0", "t1")},
+}
+
+
+def prompt_routing(lab, prompt, index: int, reducer, top: int):
+    """One prompt's routing: its expert load by modality and each expert's `top` tokens with their details.
+
+    Args:
+        lab: the `Lab`.
+        prompt: the `Prompt`.
+        index: the prompt's index in the study's inputs (the picks' `prompt`).
+        reducer: passed to `lab.run`.
+        top: tokens kept per expert and layer.
+    Returns:
+        (load: `LOAD_COLUMNS`, picks: layer, expert, weight (float32), position, prompt, `DETAIL_COLUMNS`).
+    """
+    import pandas as pd
+
+    routing = lab.run(prompt, max_new_tokens=0, reducer=reducer, capture=["routing"]).routing
+    load = routing.load(by="modality")[LOAD_COLUMNS]
+    picks = []
+    for slot, layer in enumerate(routing.layers):
+        experts, weights = routing.experts[slot].numpy(), routing.weights[slot].float().numpy()  # (positions, k)
+        positions = np.repeat(np.arange(experts.shape[0]), experts.shape[1])
+        frame = pd.DataFrame(
+            {
+                "layer": layer,
+                "expert": experts.reshape(-1),
+                "weight": weights.reshape(-1),
+                "position": positions,
+                "prompt": index,
+            }
+        )
+        picks.append(frame.sort_values("weight", ascending=False).groupby("expert").head(top))
+    picks = pd.concat(picks)
+    position = picks.position.to_numpy()
+    for column in DETAIL_COLUMNS:
+        picks[column] = list(routing.token_map.by_position(column)[position])
+    return load, picks
+
+
+def pool(load, picks, top: int) -> Specialization:
+    """`Specialization` from the prompts' loads and picks, concatenated in prompt order."""
+    load = load.groupby(["layer", "expert", "modality"], as_index=False)[["count", "weight"]].sum()
+    totals = load.groupby(["layer", "modality"])["count"].transform("sum")
+    load["share"] = load["count"] / totals.clip(lower=1)
+    entropy = load.groupby(["layer", "modality"])["share"].apply(lambda share: entropy_bits(share.to_numpy()))
+    top_tokens = picks.sort_values(["layer", "expert", "weight"], ascending=[True, True, False])
+    top_tokens = top_tokens.groupby(["layer", "expert"]).head(top).reset_index(drop=True)
+    top_tokens["rank"] = top_tokens.groupby(["layer", "expert"]).cumcount()
+    return Specialization(
+        load=load, entropy=entropy.rename("entropy_bits").reset_index(), top_tokens=top_tokens[TOP_COLUMNS]
+    )
+
+
+def specialization_cells(lab, prompt_of, cells: list, *, reducer, top: int) -> list[dict]:
+    """The stored rows (`PROMPT_COLUMNS`) of each prompt in `cells` (`PromptCell`s): its load, then its picks."""
+    rows = []
+    for cell in cells:
+        load, picks = prompt_routing(lab, prompt_of(cell.prompt), cell.prompt, reducer, top)
+        tags = {"prompt": cell.prompt, "prompt_key": cell.key}
+        rows.extend({**tags, "part": "load", **row} for row in load.to_dict("records"))
+        rows.extend({**tags, "part": "top", **row} for row in picks.to_dict("records"))
+    return rows
 
 
 def expert_specialization(
-    lab, prompts, *, reducer="model", top: int = 5, progress_bar: bool = True, out=None
+    lab, prompts, *, reducer="model", top: int = 5, progress_bar: bool = True, out=None, cluster=None
 ) -> Specialization:
     """Layer x expert x modality load over `prompts`, routing entropy per modality, each expert's top tokens.
 
     Args:
-        lab: the `Lab`.
-        prompts: `Prompt`s, strings, or (prompt, reference) pairs.
+        lab: the `Lab` (with `cluster=`, also a model source string such as "toy").
+        prompts: `Prompt`s, strings, or (prompt, reference) pairs; or an `ol.studies.Dataset` (with `cluster=`, a
+            Dataset or strings: inputs travel as data).
         reducer: passed to `lab.run` ("model": the model's own EVS).
         top: how many tokens to keep per expert.
-        progress_bar, out: as in `sweep` (`out` receives `.load`).
+        progress_bar: show a progress bar over the prompts (all workers).
+        out: SQLite (.sqlite/.db) or Parquet (.parquet). A list of prompts: `.load`, once pooled (table
+            "expert_specialization"). A Dataset or `cluster=`: each prompt's rows as it is done (table
+            "expert_specialization_prompts", `PROMPT_COLUMNS`: "load" rows hold its load, "top" rows its experts'
+            top tokens), so a rerun with the same `out` skips the prompts already there (keyed by `prompt_key`).
+        cluster: None (run here) or `ol.cluster.Ray(...)`: prompts run on Ray actors that each load the model once;
+            their rows come back here and are pooled as a list's are.
     Returns:
         `Specialization`: `.load` (layer, expert, modality, count, weight, share of the modality's picks at that
         layer), `.entropy` (layer, modality, entropy_bits of that pooled load) and `.top_tokens` (layer, expert,
-        rank, prompt, position, weight, modality, item, text, tubelet, x0, y0, x1, y1, t0, t1: the `top` tokens
-        each expert weighs most).
+        weight, position, prompt (its index in `prompts`), rank, modality, item, text, tubelet, x0, y0, x1, y1,
+        t0, t1: the `top` tokens each expert weighs most). The same whichever way the prompts ran.
     """
     import pandas as pd
 
+    if isinstance(prompts, Dataset) or cluster is not None:
+        rows = run_per_prompt(
+            "expert_specialization",
+            specialization_cells,
+            lab,
+            prompts,
+            {"reducer": reducer, "top": top},
+            columns=PROMPT_COLUMNS,
+            dtypes=PROMPT_DTYPES,
+            out=out,
+            table="expert_specialization_prompts",
+            progress_bar=progress_bar,
+            cluster=cluster,
+        )
+        load = rows[rows.part == "load"][LOAD_COLUMNS].astype({"count": "int64"})
+        picks = rows[rows.part == "top"].astype({"weight": "float32", "position": "int64", "item": "int64"})
+        picks = picks.astype({"tubelet": "int64"})[[column for column in TOP_COLUMNS if column != "rank"]]
+        return pool(load, picks, top)
     prompts = as_prompts(lab, prompts)
-    loads, tops, details_by_prompt = [], [], []
+    loads, picks = [], []
     bar = progress(len(prompts), "expert specialization", progress_bar)
     for index, prompt in enumerate(prompts):
-        routing = lab.run(prompt, max_new_tokens=0, reducer=reducer, capture=["routing"]).routing
-        loads.append(routing.load(by="modality"))
-        details_by_prompt.append({column: routing.token_map.by_position(column) for column in DETAIL_COLUMNS})
-        for slot, layer in enumerate(routing.layers):
-            experts, weights = routing.experts[slot].numpy(), routing.weights[slot].float().numpy()
-            positions = np.repeat(np.arange(experts.shape[0]), experts.shape[1])
-            picks = pd.DataFrame(
-                {
-                    "layer": layer,
-                    "expert": experts.reshape(-1),
-                    "weight": weights.reshape(-1),
-                    "position": positions,
-                    "prompt": index,
-                }
-            )
-            tops.append(picks.sort_values("weight", ascending=False).groupby("expert").head(top))
+        prompt_load, prompt_picks = prompt_routing(lab, prompt, index, reducer, top)
+        loads.append(prompt_load)
+        picks.append(prompt_picks)
         bar.update()
     bar.close()
-    load = pd.concat(loads).groupby(["layer", "expert", "modality"], as_index=False)[["count", "weight"]].sum()
-    totals = load.groupby(["layer", "modality"])["count"].transform("sum")
-    load["share"] = load["count"] / totals.clip(lower=1)
-    entropy = load.groupby(["layer", "modality"])["share"].apply(lambda share: entropy_bits(share.to_numpy()))
-    top_tokens = pd.concat(tops).sort_values(["layer", "expert", "weight"], ascending=[True, True, False])
-    top_tokens = top_tokens.groupby(["layer", "expert"]).head(top).reset_index(drop=True)
-    top_tokens["rank"] = top_tokens.groupby(["layer", "expert"]).cumcount()
-    prompt_index, position = top_tokens.prompt.to_numpy(), top_tokens.position.to_numpy()
-    for column in DETAIL_COLUMNS:
-        top_tokens[column] = [details_by_prompt[p][column][q] for p, q in zip(prompt_index, position, strict=True)]
-    write_rows(load, out, "expert_specialization")
-    return Specialization(load=load, entropy=entropy.rename("entropy_bits").reset_index(), top_tokens=top_tokens)
+    result = pool(pd.concat(loads), pd.concat(picks), top)
+    write_rows(result.load, out, "expert_specialization")
+    return result

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from ..errors import OmniLabInputError
 from ..reduction import Reducer
-from .common import RowStore, as_prompts, is_correct, kept_counts, kl_divergence, progress
-from .dataset import Dataset, build_prompt
+from .common import RowStore, is_correct, kept_counts, kl_divergence, progress
+from .per_prompt import check_lab_and_cluster, study_inputs
 
 log = logging.getLogger("omni_lab.studies")
 
@@ -232,32 +232,6 @@ def _row_key(row) -> tuple:
     return (str(row["prompt_key"]), str(row["reducer"]), float(row["rate"]), None if missing else str(control))
 
 
-def _inputs(lab, prompts, cluster):
-    """(prompt keys, prompt index -> Prompt on this process or None, Dataset or None) for the study's inputs."""
-    from ..prompt import Prompt
-
-    if isinstance(prompts, Dataset):
-        dataset = prompts
-    elif cluster is not None:
-        entries = [prompts] if isinstance(prompts, (str, Prompt)) else list(prompts)
-        records = []
-        for entry in entries:
-            text, reference = entry if isinstance(entry, tuple) and len(entry) == 2 else (entry, None)
-            if not isinstance(text, str):
-                raise OmniLabInputError(
-                    "with cluster=, give the prompts as data: an ol.studies.Dataset (texts, media paths or ShapesWorld "
-                    f"seeds) or strings, not {type(text).__name__} objects (a Prompt carries tensors; workers build "
-                    "their own prompts from the dataset's rows)"
-                )
-            records.append({"text": text, "reference": reference})
-        dataset = Dataset.from_records(records)
-    else:
-        built = as_prompts(lab, prompts)
-        return [str(index) for index in range(len(built))], built.__getitem__, None
-    local = None if cluster is not None else (lambda index: build_prompt(lab, dataset.rows[index]))
-    return dataset.keys, local, dataset
-
-
 def sweep(
     lab,
     prompts,
@@ -298,18 +272,8 @@ def sweep(
     """
     import pandas as pd
 
-    from ..lab import Lab
-
-    if cluster is None and not isinstance(lab, Lab):
-        raise OmniLabInputError(
-            f"sweep needs a Lab (ol.load(...)), got {type(lab).__name__}; a source string works with cluster= only"
-        )
-    if cluster is not None:
-        from ..cluster.ray import Ray  # the options only: ray itself is imported when the study starts
-
-        if not isinstance(cluster, Ray):
-            raise OmniLabInputError(f"cluster={cluster!r}: give None (run here) or ol.cluster.Ray(workers=..., ...)")
-    prompt_keys, prompt_of, dataset = _inputs(lab, prompts, cluster)
+    check_lab_and_cluster("sweep", lab, cluster)
+    prompt_keys, prompt_of, dataset = study_inputs(lab, prompts, cluster)
     if not reducers:
         raise OmniLabInputError("sweep needs at least one reducer")
     rates = [float(rate) for rate in rates]
