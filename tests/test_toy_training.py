@@ -9,7 +9,7 @@ from omni_lab.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS
 from omni_lab.toy import batching, shapesworld
 from omni_lab.toy.architecture import TWIN, build_twin
 from omni_lab.toy.supervision import TokenHeads
-from omni_lab.toy.training import ExpertLoad, TrainSettings, learning_rate, pretrain_encoders, train
+from omni_lab.toy.training import ExpertLoad, TrainSettings, _draw_step, learning_rate, pretrain_encoders, train
 
 FAMILY_SEEDS = [("image", 3), ("video", 4), ("audio", 5), ("omni", 6), ("text", 7), ("omni", 8), ("video", 9)]
 
@@ -233,3 +233,33 @@ def read_curve(path) -> dict[str, list[str]]:
     with open(path, newline="") as file:
         rows = list(csv.DictReader(file))
     return {column: [row[column] for row in rows] for column in rows[0]}
+
+
+def test_a_continued_run_starts_from_its_checkpoint_and_records_both_stages(tmp_path):
+    """Stage 2 (`--recipe continue`): starts from the given checkpoint's weights, draws "family/task" mix keys as
+    that task, and writes a training.json and card naming stage 1 and stage 2."""
+    import json
+
+    import omni_lab as ol
+
+    first = TrainSettings(steps=1, seed=3, warmup=1, mix={"image": 1}, encoder_steps=0)
+    train(tmp_path / "one", first, progress=False, evaluate_examples=0)
+    examples, counter = _draw_step(TrainSettings(mix={"text/repeat": 3, "image": 1}), 0)
+    assert [e.task for e in examples[:3]] == ["repeat"] * 3 and examples[3].family == "image" and counter == 4
+    second = TrainSettings(
+        steps=1, seed=4, warmup=1, mix={"text/repeat": 1}, encoder_steps=0, token_supervision=0.0,
+        init_from=str(tmp_path / "one"),
+    )  # fmt: skip
+    start = ol.load(str(tmp_path / "one"), progress=False).model.state_dict()
+    summary = train(tmp_path / "two", second, progress=False, evaluate_examples=0)
+    record = json.loads((tmp_path / "two" / "training.json").read_text())
+    assert record["previous"]["settings"]["seed"] == 3 and record["settings"]["init_from"] == str(tmp_path / "one")
+    after = ol.load(str(tmp_path / "two"), progress=False).model.state_dict()
+    moved = [name for name, value in after.items() if not torch.equal(value, start[name])]
+    # one small step from stage 1's weights: the embeddings moved, and by far less than a fresh initialisation is
+    embeddings = "language_model.model.embeddings.weight"
+    assert moved and (after[embeddings] - start[embeddings]).abs().max() < 0.05
+    from omni_lab.toy.model_card import _training_section
+
+    section = "\n".join(_training_section(summary))
+    assert "Stage 1, from scratch" in section and "--recipe continue --init" in section
