@@ -52,6 +52,18 @@ CASES = {
     "FastV layer a word": (lambda lab: ol.reducers.FastV(layer="x", rate=0.5), "layer='x'"),
     "reducer name unknown": (lambda lab: ol.reducers.at_rate("evz", 0.5), "evz"),
     "device unknown": (lambda lab: ol.load("random:toy", device="gpu9"), "device='gpu9'"),
+    "sweep rates a string": (lambda lab: ol.studies.sweep(lab, ["hi"], [ol.reducers.EVS], rates="0.5"), "rates='0.5'"),
+    "sweep rate NaN": (lambda lab: ol.studies.sweep(lab, ["hi"], [ol.reducers.EVS], rates=[float("nan")]), "rates[0]"),
+    "study prompts a number": (lambda lab: ol.studies.expert_specialization(lab, 5), "prompts=int"),
+    "reinsertion k zero": (
+        lambda lab: ol.studies.reinsertion(lab, lab.prompt("v", video=FRAMES), ol.reducers.EVS(0.5), "topk", k=0),
+        "k=0",
+    ),
+    "contribution max_tokens negative": (
+        lambda lab: ol.studies.pruned_contribution(lab, "hi", ol.reducers.EVS(0.5), max_tokens=-1),
+        "max_tokens=-1",
+    ),
+    "specialization top a string": (lambda lab: ol.studies.expert_specialization(lab, ["hi"], top="5"), "top='5'"),
     "attribution target a number": (
         lambda lab: ol.attribution.occlusion(lab, lab.prompt("v", video=FRAMES), ol.attribution.Target(5)),
         "token ids",

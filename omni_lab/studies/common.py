@@ -50,6 +50,11 @@ def as_prompts(lab, prompts) -> list:
 
     if isinstance(prompts, (Prompt, str)):
         prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)):
+        raise OmniLabInputError(
+            f"prompts={type(prompts).__name__}: pass a Prompt, a string, a list of them (or of (prompt, reference) "
+            "pairs) or an ol.studies.Dataset"
+        )
     out = []
     for entry in prompts:
         if isinstance(entry, tuple) and len(entry) == 2:

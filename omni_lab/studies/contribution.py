@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import validate
 from ..capture.interventions import ablate_tokens
 from .common import kl_divergence, margin, progress, unreduced_baseline, write_rows
 from .per_prompt import is_many, one_prompt_only, run_per_prompt
@@ -79,6 +80,8 @@ def pruned_contribution(
         token), then `TOKEN_COLUMNS` (missing on the set rows; `effect` and `kl` are the set's there), exactly
         as `pruned_contribution` on that prompt alone.
     """
+    max_tokens = validate.number("max_tokens", max_tokens, low=1, integer=True)
+    seed = validate.number("seed", seed, low=0, integer=True)
     if is_many(prompt):
         return run_per_prompt(
             "pruned_contribution",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import OmniLabInputError
+from .. import validate
 from .common import KeepMask, keep_masks_from, margin, progress, unreduced_baseline, write_rows
 from .per_prompt import is_many, one_prompt_only, run_per_prompt
 from .results import ReinsertionResult
@@ -99,8 +99,9 @@ def reinsertion(
         Many prompts: DataFrame with `COLUMNS`: prompt (its index), prompt_key (its dataset key; a list's index),
         target, target_token, then each prompt's `.groups` rows, exactly as `reinsertion` on that prompt alone.
     """
-    if groups not in GROUPINGS:
-        raise OmniLabInputError(f"groups={groups!r}: use one of {GROUPINGS}")
+    groups = validate.choice("groups", groups, GROUPINGS)
+    k = validate.number("k", k, low=1, integer=True)
+    regions = validate.number("regions", regions, low=1, integer=True)
     if is_many(prompt):
         options = {"reducer": reducer, "groups": groups, "k": k, "regions": regions}
         return run_per_prompt(

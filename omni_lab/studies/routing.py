@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import validate
 from ..capture.results import entropy_bits
 from .common import as_prompt, as_prompts, progress, write_rows
 from .dataset import Dataset
@@ -204,6 +205,7 @@ def expert_specialization(
     """
     import pandas as pd
 
+    top = validate.number("top", top, low=1, integer=True)
     if isinstance(prompts, Dataset) or cluster is not None:
         rows = run_per_prompt(
             "expert_specialization",

@@ -18,6 +18,7 @@ import inspect
 import logging
 from dataclasses import dataclass
 
+from .. import validate
 from ..errors import OmniLabInputError
 from ..reduction import Reducer
 from .common import RowStore, is_correct, kept_counts, kl_divergence, progress
@@ -276,7 +277,11 @@ def sweep(
     prompt_keys, prompt_of, dataset = study_inputs(lab, prompts, cluster)
     if not reducers:
         raise OmniLabInputError("sweep needs at least one reducer")
-    rates = [float(rate) for rate in rates]
+    if isinstance(rates, (str, bytes)) or not hasattr(rates, "__iter__"):
+        raise OmniLabInputError(f"rates={rates!r}: pass a list of rates in [0, 1), e.g. rates=[0.25, 0.5, 0.75]")
+    rates = [validate.number(f"rates[{i}]", rate, low=0, high=1) for i, rate in enumerate(rates)]
+    max_new_tokens = validate.number("max_new_tokens", max_new_tokens, low=1, integer=True)
+    seed = validate.number("seed", seed, low=0, integer=True)
     made = [[_make(factory, rate) for rate in rates] for factory in reducers]  # every factory error before any run
     cells = plan_cells(prompt_keys, made, rates, seed)
     order_of = {cell.key: cell for cell in cells}
