@@ -4,13 +4,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 gr = pytest.importorskip("gradio")
 
 from omni_lab.playground import build_app, handlers  # noqa: E402
 from omni_lab.playground.examples import EXAMPLES_DIR, load_examples  # noqa: E402
-from tests import synth  # noqa: E402
+from tests import media_corpus, synth  # noqa: E402
 from tests.browser_support import free_port  # noqa: E402
 
 EXAMPLES = load_examples()
@@ -167,6 +168,22 @@ def _text_as_image(folder):
     return path
 
 
+def _cut_mp4(folder):
+    return media_corpus.cut(media_corpus.write_video(folder / "clip.mp4"), 0.5)
+
+
+def _cut_opus(folder):
+    return media_corpus.cut(media_corpus.write_audio(folder / "voice.opus", 1.0, 48000, 1, "libopus"), 0.9)
+
+
+def _one_hertz_wav(folder):
+    import soundfile
+
+    path = folder / "slow.wav"
+    soundfile.write(str(path), np.zeros(64, np.float32), 1)  # libsndfile writes any rate
+    return path
+
+
 def _long_video(folder):
     return synth.write_video(folder / "long.mp4", count=40, fps=8, width=64, height=64)  # 5 s at 8 fps = 40 frames
 
@@ -181,6 +198,9 @@ BAD_UPLOADS = [
     ("video", _corrupt_png, "'holiday.png' has an unsupported type '.png'"),
     ("video", _long_video, "over this model's 16-frame budget"),
     ("audio", _truncated_audio, "'truncated_beeps.wav' is truncated"),
+    ("video", _cut_mp4, "'cut50_clip.mp4' is truncated"),
+    ("audio", _cut_opus, "'cut90_voice.opus' is truncated"),
+    ("audio", _one_hertz_wav, "'slow.wav' states a sampling rate of 1 Hz"),
 ]
 
 

@@ -85,7 +85,7 @@ def load_audio(audio, sampling_rate: int | None = None, *, max_seconds: float | 
         path = Path(audio)
         check_file(path, "audio", AUDIO_EXTENSIONS, LIMITS.audio_bytes)
         samples, rate, channels = _decode_file(path, limit)
-        clip = _to_model_audio(samples, rate, str(path), limit)
+        clip = _to_model_audio(samples, _rate(rate, repr(str(path))), str(path), limit)
         clip.original_channels = channels
         return clip
     array = as_numpy(audio)
@@ -110,7 +110,17 @@ def load_audio(audio, sampling_rate: int | None = None, *, max_seconds: float | 
     return _to_model_audio(samples, _rate(sampling_rate), "<waveform>", limit)
 
 
-def _rate(value) -> int:
+def _rate(value, source: str | None = None) -> int:
+    """A plausible sampling rate in Hz; `source` names a file whose header states `value`."""
+    if source is not None:
+        rate = validate.scalar(value)
+        if rate is None or not LIMITS.min_sampling_rate <= rate <= LIMITS.max_sampling_rate:
+            raise OmniLabInputError(
+                f"audio {source} states a sampling rate of {value} Hz (sampling_rate={value!r}), outside the "
+                f"plausible {LIMITS.min_sampling_rate}-{LIMITS.max_sampling_rate} Hz; re-export it, e.g. "
+                "`ffmpeg -i IN -ar 16000 OUT.wav`"
+            )
+        return int(rate)
     return validate.number(
         "sampling_rate",
         value,
@@ -210,6 +220,7 @@ def _decode_file(path: Path, limit: float) -> tuple[np.ndarray, int, int]:
 
         try:
             info = soundfile.info(str(path))
+            _rate(info.samplerate, repr(str(path)))
             if info.frames and info.samplerate and info.frames / info.samplerate > limit:
                 raise _too_long(repr(str(path)), info.frames / info.samplerate, limit)
             samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
@@ -232,7 +243,7 @@ def _decode_av(path: Path, limit: float, structure: str) -> tuple[np.ndarray, in
                 raise OmniLabInputError(f"audio file {str(path)!r} has no audio stream")
             stream = container.streams.audio[0]
             rate, channels = stream.rate or stream.sample_rate, stream.layout.nb_channels
-            _rate(rate)
+            _rate(rate, repr(str(path)))
             declared = container.duration / 1e6 if container.duration else None
             if declared and declared > limit:
                 raise _too_long(repr(str(path)), declared, limit)
