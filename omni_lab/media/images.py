@@ -47,14 +47,14 @@ def load_image(image):
     if isinstance(image, Image.Image):
         _check_pixels(image.size, "image")
         oriented = ImageOps.exif_transpose(image)
-        return _finish(_pil_to_rgb(oriented, "image"), oriented.size)
+        return _finish(oriented, oriented.size, "image")
     array = as_numpy(image)
     if array is None:
         raise OmniLabInputError(
             f"image {describe(image)} is not a path, PIL image or array; pass one of those per image"
         )
     pixels = to_uint8_rgb(array, "image")
-    return _finish(Image.fromarray(pixels), (pixels.shape[1], pixels.shape[0]))
+    return _finish(Image.fromarray(pixels), (pixels.shape[1], pixels.shape[0]), "image")
 
 
 def _load_file(path: Path):
@@ -85,7 +85,7 @@ def _load_file(path: Path):
         ) from None
     if orientation in _TRANSPOSED_ORIENTATIONS:
         header_size = header_size[::-1]
-    return _finish(_pil_to_rgb(oriented, f"image {str(path)!r}"), header_size)
+    return _finish(oriented, header_size, f"image {str(path)!r}")
 
 
 def _check_pixels(size: tuple[int, int], what: str) -> None:
@@ -114,10 +114,15 @@ def _pil_to_rgb(image, what: str):
         raise OmniLabInputError(f"{what}: mode {image.mode!r} cannot be converted to RGB ({error})") from None
 
 
-def _finish(image, original_size: tuple[int, int]):
-    shrunk = _shrink(image)
-    shrunk.info[ORIGINAL_SIZE] = (int(original_size[0]), int(original_size[1]))
-    return shrunk
+def _finish(image, original_size: tuple[int, int], what: str):
+    """Shrink (before the RGB conversion where Pillow can resize the mode: a 196 Mpx greyscale PNG is never held as
+    RGB at full size), convert to RGB, and record the original size."""
+    if image.mode in ("L", "RGB", "RGBA", "I", "F"):
+        image = _pil_to_rgb(_shrink(image), what)
+    else:
+        image = _shrink(_pil_to_rgb(image, what))
+    image.info[ORIGINAL_SIZE] = (int(original_size[0]), int(original_size[1]))
+    return image
 
 
 def original_size(image) -> tuple[int, int]:

@@ -170,18 +170,28 @@ def _decode_file(path: Path, fps: float | None, max_frames: int) -> VideoClip:
                 step = 1.0 / fps if fps else span / max(1, packets or 1)
                 targets = sample_times(span or 0.0, step, max_frames)
             _check_budget(path, stream, len(targets) if targets is not None else packets or 1, fps, max_frames)
-            kept, indices, times, rotation, last, first = [], [], [], 0, 0.0, None
+            # Kept frames go straight into one preallocated array (no list of frames stacked afterwards, which would
+            # double the peak); every frame is converted at the first kept frame's size.
+            capacity = len(targets) if targets is not None else max(1, packets or 1)
+            buffer, indices, times, size, last, first = None, [], [], None, 0.0, None
             for index, frame in enumerate(container.decode(stream)):
                 seconds = float(frame.pts * stream.time_base) if frame.pts is not None else index / (source_fps or 1)
                 first = seconds if first is None else first
                 last = seconds - first
-                if targets is None or (len(kept) < len(targets) and last >= targets[len(kept)] - 1e-6):
-                    rotation = getattr(frame, "rotation", 0) or 0
-                    kept.append(_upright(frame.to_ndarray(format="rgb24"), rotation))
+                if len(indices) >= capacity:
+                    continue  # every target taken: decode on only to learn the decoded length
+                if targets is None or last >= targets[len(indices)] - 1e-6:
+                    size = size or (frame.width, frame.height)
+                    pixels = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+                    pixels = _upright(pixels, getattr(frame, "rotation", 0) or 0)
+                    if buffer is None:
+                        buffer = np.empty((capacity, *pixels.shape), np.uint8)
+                    buffer[len(indices)] = pixels
                     indices.append(index)
                     times.append(last)
                     while targets is not None and len(indices) < len(targets) and last >= targets[len(indices)]:
                         targets = np.delete(targets, len(indices))  # several targets inside one frame
+                        capacity -= 1
     except OmniLabInputError:
         raise
     except Exception as error:  # PyAV raises InvalidDataError, IndexError, ... for broken containers
@@ -189,12 +199,12 @@ def _decode_file(path: Path, fps: float | None, max_frames: int) -> VideoClip:
             f"video {str(path)!r} could not be decoded ({type(error).__name__}: {error}); the file is corrupt or "
             f"truncated. Re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`."
         ) from None
-    if not kept:
+    if not indices:
         raise OmniLabInputError(f"video {str(path)!r} contains no decodable frames; the file is truncated or corrupt")
     if structure == integrity.UNCHECKED:
         interval = 1.0 / source_fps if source_fps else 0.0
         integrity.check_duration(path, "video", declared, last + interval, interval)
-    return VideoClip(np.stack(kept), source_fps, indices, str(path), times)
+    return VideoClip(buffer[: len(indices)], source_fps, indices, str(path), times)
 
 
 def _declared_seconds(container, stream) -> float | None:
