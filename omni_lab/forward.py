@@ -341,8 +341,8 @@ class SamplingSettings:
 
     def validate(self) -> None:
         self.do_sample = validate.flag("do_sample", self.do_sample)
-        self.temperature = validate.number("temperature", self.temperature, low=0, low_open=True)
-        self.top_p = validate.number("top_p", self.top_p, low=0, low_open=True, high=1)
+        self.temperature = float(validate.number("temperature", self.temperature, low=0, low_open=True))
+        self.top_p = float(validate.number("top_p", self.top_p, low=0, low_open=True, high=1))
         self.top_k = validate.number("top_k", self.top_k, low=0, integer=True, fix="pass 0 (off) or a count >= 1")
         self.seed = validate.number("seed", self.seed, low=0, integer=True, allow_none=True)
 

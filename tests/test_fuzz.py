@@ -221,68 +221,90 @@ def lab():
 
 @st.composite
 def audio_inputs(draw):
+    """Waveforms of any dtype and shape, sometimes with a NaN or infinity, as a pair, a bare array or a list."""
     dtype = draw(st.sampled_from([np.float32, np.float64, np.int16, np.int64, np.uint8, np.int32]))
     shape = draw(st.sampled_from([(0,), (5,), (1600,), (1600, 2), (2, 1600), (3, 3, 3)]))
     values = np.random.default_rng(draw(st.integers(0, 99))).standard_normal(shape) * draw(st.sampled_from([0.5, 300]))
     if draw(st.booleans()) and values.size:
         values.flat[0] = draw(st.sampled_from([np.nan, np.inf, 0.0]))
-    waveform = values.astype(dtype) if np.issubdtype(dtype, np.floating) else np.nan_to_num(values).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        waveform = values.astype(dtype) if np.issubdtype(dtype, np.floating) else np.nan_to_num(values).astype(dtype)
     rate = draw(st.one_of(st.sampled_from([16000, 8000, 44100.0, 1, 0, -5]), ANYTHING))
     return draw(st.sampled_from([(waveform, rate), waveform, list(waveform.ravel()[:32])]))
 
 
+def _refusal_names(test: str, broken: str | None, names: dict, call):
+    """At most one argument is drawn from anything at all (`broken`); a refusal must name it (`names[broken]`: the
+    words its message may use), and with no argument broken the call must succeed."""
+    try:
+        result = call()
+    except (OmniLabInputError, OmniLabModelError) as error:
+        OUTCOMES.setdefault(test, Counter())[f"{broken or 'none'} broken: refused"] += 1
+        assert broken is not None, f"well-formed arguments were refused: {error}"
+        assert any(word in str(error) for word in names[broken]), (broken, str(error))
+        return None
+    OUTCOMES.setdefault(test, Counter())[f"{broken or 'none'} broken: ok"] += 1
+    return result
+
+
+PROMPT_ARGUMENTS = {
+    "text": (st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=20), ("text", "prompt is empty")),
+    "fps": (st.sampled_from([1.0, None, 0.5]), ("fps",)),
+    "max_frames": (st.sampled_from([4, 128]), ("max_frames",)),
+    "audio": (st.sampled_from([None, (np.zeros(1600, np.float32), 16000)]), ("audio", "sampling", "waveform")),
+}
+
+
 @settings(max_examples=60 * SCALE, **COMMON)
-@given(
-    text=st.one_of(st.text(max_size=20), st.just("a \ud800 b"), ANYTHING),
-    fps=st.one_of(st.sampled_from([1.0, None]), ANYTHING),
-    max_frames=st.one_of(st.sampled_from([4, 128]), ANYTHING),
-    with_video=st.booleans(),
-    audio=st.one_of(st.none(), audio_inputs()),
-)
-def test_prompt_arguments(lab, text, fps, max_frames, with_video, audio):
-    video = np.zeros((3, 16, 16, 3), np.uint8) if with_video else None
-    kind = "video" if with_video else "audio" if audio is not None else "text"
-    prompt = _outcome(
-        "prompt arguments",
-        kind,
-        lambda: lab.prompt(text, video=video, audio=audio, fps=fps, max_frames=max_frames),
-    )
+@given(data=st.data(), broken=st.sampled_from([None, *PROMPT_ARGUMENTS]))
+def test_prompt_arguments(lab, data, broken):
+    arguments = {name: data.draw(strategy, label=name) for name, (strategy, _) in PROMPT_ARGUMENTS.items()}
+    if broken == "text":
+        arguments["text"] = data.draw(st.one_of(st.just("a \ud800 b"), st.just("  "), ANYTHING), label="bad text")
+    elif broken == "audio":
+        arguments["audio"] = data.draw(audio_inputs(), label="bad audio")
+    elif broken:
+        arguments[broken] = data.draw(ANYTHING, label=f"bad {broken}")
+    video = np.zeros((3, 16, 16, 3), np.uint8)
+    names = {name: words for name, (_, words) in PROMPT_ARGUMENTS.items()}
+    prompt = _refusal_names("prompt arguments", broken, names, lambda: lab.prompt(video=video, **arguments))
     if prompt is not None:
         assert len(prompt) == len(prompt.token_map)
 
 
-REDUCERS = st.one_of(
-    st.sampled_from(["model", None, ol.reducers.EVS, "evs", 5]),
-    st.builds(lambda name, rate: (name, rate), st.sampled_from(["evs", "random", "tome", "divprune", "x"]), ANYTHING),
+RUN_ARGUMENTS = {
+    "max_new_tokens": (st.integers(0, 3), ("max_new_tokens",)),
+    "do_sample": (st.booleans(), ("do_sample",)),
+    "temperature": (st.floats(0.1, 2.0), ("temperature",)),
+    "top_p": (st.floats(0.05, 1.0), ("top_p",)),
+    "top_k": (st.integers(0, 5), ("top_k",)),
+    "reducer": (st.sampled_from(["model", None, ("evs", 0.5), ("random", 0.3), ("tome", 0.25)]), ("reducer", "rate")),
+    "capture": (st.sampled_from([None, "routing", ["attention_mass", "residual"]]), ("capture",)),
+}
+BAD_REDUCERS = st.one_of(
+    st.sampled_from([ol.reducers.EVS, "evs", 5]),
+    st.tuples(st.sampled_from(["evs", "random", "tome", "divprune", "x"]), ANYTHING),
 )
 
 
 @settings(max_examples=60 * SCALE, **COMMON)
-@given(
-    max_new_tokens=st.one_of(st.integers(-2, 3), ANYTHING),
-    do_sample=st.one_of(st.booleans(), ANYTHING),
-    temperature=st.one_of(st.just(1.0), ANYTHING),
-    top_p=st.one_of(st.just(1.0), ANYTHING),
-    top_k=st.one_of(st.just(0), ANYTHING),
-    reducer=REDUCERS,
-    capture=st.one_of(st.none(), st.sampled_from(["routing", ["attention_mass", "residual"], "nope", 3])),
-)
-def test_run_arguments(lab, max_new_tokens, do_sample, temperature, top_p, top_k, reducer, capture):
+@given(data=st.data(), broken=st.sampled_from([None, *RUN_ARGUMENTS]))
+def test_run_arguments(lab, data, broken):
+    arguments = {name: data.draw(strategy, label=name) for name, (strategy, _) in RUN_ARGUMENTS.items()}
+    if broken == "reducer":
+        arguments["reducer"] = data.draw(BAD_REDUCERS, label="bad reducer")
+    elif broken == "capture":
+        arguments["capture"] = data.draw(st.one_of(st.sampled_from(["nope", ["routing", 3]]), ANYTHING), label="bad")
+    elif broken:
+        arguments[broken] = data.draw(ANYTHING, label=f"bad {broken}")
     prompt = lab.prompt("What moves?", video=np.zeros((4, 16, 16, 3), np.uint8))
+    names = {name: words for name, (_, words) in RUN_ARGUMENTS.items()}
 
     def call():
+        reducer = arguments.pop("reducer")
         chosen = ol.reducers.at_rate(*reducer) if isinstance(reducer, tuple) else reducer
-        return lab.run(
-            prompt,
-            max_new_tokens if not isinstance(max_new_tokens, int) or max_new_tokens < 4 else 3,
-            do_sample,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            reducer=chosen,
-            capture=capture,
-        )
+        return lab.run(prompt, reducer=chosen, **arguments)
 
-    run = _outcome("run arguments", "run", call)
+    run = _refusal_names("run arguments", broken, names, call)
     if run is not None:
-        assert len(run.token_map) >= len(prompt) and len(run.generated_ids) <= 3
+        assert len(run.token_map) >= len(prompt) and len(run.generated_ids) <= max(3, arguments["max_new_tokens"])
