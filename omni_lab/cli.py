@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=("scratch", "continue"),
         default="scratch",
-        help="scratch: stage 1 from random weights; continue: stage 2 from --init (default the shipped twin)",
+        help="scratch: stage 1 from random weights; continue: stage 2, from the checkpoint given as --init",
     )
     train_toy.add_argument("--init", default=None, help="checkpoint to continue from (with --recipe continue)")
 

@@ -45,9 +45,11 @@ def train_toy(args) -> int:
     recipe = getattr(args, "recipe", "scratch")
     chosen = {"seed": args.seed} if args.seed is not None else {}
     settings = TrainSettings(**{**RECIPES[recipe], **chosen, "threads": args.threads})
-    if getattr(args, "init", None):
-        _check(recipe == "continue", "--init: give it with --recipe continue")
-        settings.init_from = args.init
+    _check(
+        (recipe == "continue") == bool(getattr(args, "init", None)),
+        "--recipe continue continues a checkpoint: give it as --init DIR (and --init only with --recipe continue)",
+    )
+    settings.init_from = getattr(args, "init", None)
     if args.steps is not None:
         settings.steps = args.steps
     elif args.minutes is not None:  # both phases scaled down (or up) from the shipped recipe

@@ -55,15 +55,17 @@ def _training_section(summary: dict) -> list[str]:
 def _stage(summary: dict, title: str | None) -> list[str]:
     settings = summary["settings"]
     minutes = summary["wall_seconds"] / 60
-    command = f"omni-lab train-toy --out DIR --steps {settings['steps']} --seed {settings['seed']} "
+    # a stage that others continue from is written to STAGE1 (its card, with the run that continued it, is not shipped)
+    out = "STAGE1" if title and not settings.get("init_from") else "DIR"
+    command = f"omni-lab train-toy --out {out} --steps {settings['steps']} --seed {settings['seed']} "
     if settings.get("init_from"):
-        command += f"--recipe continue --init {settings['init_from']} "
+        command += f"--recipe continue --init {'STAGE1' if title else settings['init_from']} "
     warm_up = (
         f"Encoder warm-up: {settings['encoder_steps']} steps x {sum(settings['encoder_mix'].values())} examples "
         f"({settings['encoder_mix']}) training the vision tower and its projector alone on the per-token read-outs "
         f"(`training.pretrain_encoders`, {summary.get('encoder_seconds', 0.0) / 60:.1f} min). Then "
         if settings["encoder_steps"]
-        else f"From `{settings['init_from']}`, no encoder warm-up: "
+        else f"From {'stage 1' if title else '`' + settings['init_from'] + '`'}, no encoder warm-up: "
         if settings.get("init_from")
         else ""
     )

@@ -61,14 +61,13 @@ class TrainSettings:
         return sum(self.mix.values())
 
 
-# Stage 2 of the shipped twin: continue from stage 1 (the from-scratch run above) on a text-heavy mix with twelve
-# repeat questions per step, fresh examples (run seed 1), 0.3 x the learning rate and no encoder warm-up or token
-# read-outs (the encoders are trained; fresh read-out heads would only pull them about). Stage 1 left text/repeat at
-# 43% and image/count at 88.5%: copying several words in order is learned from repeat questions, of which stage 1
-# saw about 0.7 per step. (600 steps of {"image": 6, "video": 2, "audio": 2, "omni": 2, "text": 12} at lr 1e-4 took
-# repeat to 62.5% only.)
+# Stage 2 of the shipped twin (`--recipe continue --init STAGE1`): continue from stage 1 (the recipe above) on a
+# text-heavy mix with twelve repeat questions per step, fresh examples (run seed 1), 0.3 x the learning rate and no
+# encoder warm-up or token read-outs (the encoders are trained; fresh read-out heads would only pull them about).
+# Stage 1 left text/repeat at 43% and image/count at 88.5%: copying several words in order is learned from repeat
+# questions, of which stage 1 saw about 0.7 per step. (600 steps of {"image": 6, "video": 2, "audio": 2, "omni": 2,
+# "text": 12} at lr 1e-4 took repeat to 62.5% only.)
 CONTINUE = dict(
-    init_from="toy",
     seed=1,
     steps=1200,
     lr=3e-4,
