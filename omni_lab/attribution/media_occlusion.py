@@ -209,7 +209,7 @@ def occluded_prompt(lab, prompt, units) -> tuple[object, set[str]]:
         prompt.text,
         images=images or None,
         video=[
-            VideoClip(pixels, video.fps, list(video.frame_indices), video.source)
+            VideoClip(pixels, video.fps, list(video.frame_indices), video.source, video.times)
             for pixels, video in zip(frames, prompt.videos, strict=True)
         ]
         or None,
