@@ -192,6 +192,9 @@ def test_dashboard_in_jupyterlab(chromium_browser, tmp_path):
             output.screenshot(path=str(artifact_path("jupyterlab_dashboard_routing_tab.png")))
             assert page.get_by_text("Error displaying widget").count() == 0
             assert errors == [], errors
+        except Exception:
+            page.screenshot(path=str(artifact_path("jupyterlab_dashboard_failure.png")), timeout=10_000)
+            raise
         finally:
             context.close()
 

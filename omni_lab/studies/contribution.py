@@ -80,7 +80,7 @@ def pruned_contribution(
         token), then `TOKEN_COLUMNS` (missing on the set rows; `effect` and `kl` are the set's there), exactly
         as `pruned_contribution` on that prompt alone.
     """
-    max_tokens = validate.number("max_tokens", max_tokens, low=1, integer=True)
+    max_tokens = validate.number("max_tokens", max_tokens, low=0, integer=True)  # 0: the two sets only
     seed = validate.number("seed", seed, low=0, integer=True)
     if is_many(prompt):
         return run_per_prompt(
