@@ -81,36 +81,6 @@ def launch_chromium(playwright, **kwargs):
     return playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS), **kwargs)
 
 
-def launch_persistent_chromium(playwright, profile: Path, **kwargs):
-    """`launch_chromium` with its own profile folder (a Playwright `BrowserContext`): `kill_chromium(profile)` can then
-    find and stop exactly this browser's processes."""
-    executable = find_chromium()
-    if executable is None:
-        raise RuntimeError("no Chromium found: apt-get install chromium, or set OMNI_LAB_CHROMIUM")
-    return playwright.chromium.launch_persistent_context(
-        str(profile), executable_path=executable, args=list(CHROMIUM_ARGS), headless=True, **kwargs
-    )
-
-
-def kill_chromium(profile: Path) -> int:
-    """SIGKILL every process whose command line names `profile` (one Chromium's processes); returns how many."""
-    import signal
-
-    killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(profile) in command:
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-    return killed
-
-
 @pytest.fixture(scope="session")
 def chromium_browser():
     """A headless Chromium for the whole session (skips, naming what is missing, without one)."""
@@ -123,6 +93,19 @@ def chromium_browser():
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def fresh_chromium(chromium_browser):
+    """A Chromium of its own for one test, launched through the session's Playwright and closed (its process ended)
+    after it: a page left busy by that test cannot slow the tests after it. The playground's and JupyterLab's tests
+    use it; in full-suite runs, the session browser's renderer was left spinning at 100% CPU after the playground
+    test, and the JupyterLab test in the same browser then hung."""
+    browser = chromium_browser.browser_type.launch(executable_path=find_chromium(), args=list(CHROMIUM_ARGS))
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 def artifact_path(name: str) -> Path:

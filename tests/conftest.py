@@ -12,7 +12,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # One headless Chromium for the whole session, shared by every browser test (Playwright's sync API allows one at a
 # time per thread, so each test module must not define its own).
-from tests.browser_support import chromium_browser  # noqa: E402, F401
+from tests.browser_support import chromium_browser, fresh_chromium  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

@@ -31,14 +31,14 @@ def _ask(page, image_path, question):
 
 
 def test_upload_ask_see_the_answer_and_panels_then_a_corrupt_upload_errors_and_the_next_answers(
-    chromium_browser,
+    fresh_chromium,
     playground_url,
     tmp_path,
 ):
     from playwright.sync_api import expect
 
     example = next(example for example in load_examples() if example.name == "image-colour")
-    page = chromium_browser.new_page(viewport={"width": 1400, "height": 1100})
+    page = fresh_chromium.new_page(viewport={"width": 1400, "height": 1100})
     console_errors = []
     page.on("pageerror", lambda error: console_errors.append(str(error)))
     try:

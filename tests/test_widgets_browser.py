@@ -23,8 +23,6 @@ from tests.browser_support import (
     accept_dialog,
     artifact_path,
     jupyterlab_server,
-    kill_chromium,
-    launch_persistent_chromium,
     skip_unless_browser,
 )
 
@@ -155,50 +153,19 @@ def _notebook(source: str) -> dict:
     }
 
 
-JUPYTERLAB_LIMIT_S = 480  # the whole scenario; past it the scenario's own Chromium is killed and the test fails
-
-
-def test_dashboard_in_jupyterlab(tmp_path):
-    """The scenario runs in a worker thread with its own Playwright and its own Chromium (not the session's), so
-    nothing earlier in the session can leave state in its browser, and a watchdog bounds it: in two full-suite runs
-    the page spun at 100% CPU and Playwright's `context.close()` (which has no timeout) then waited forever; the test
-    passed in every run on its own. On failure the page's console messages are saved next to the screenshots."""
-    import threading
-
+def test_dashboard_in_jupyterlab(fresh_chromium, tmp_path):
     skip_unless_browser(jupyterlab=True)
     (tmp_path / "dashboard.ipynb").write_text(json.dumps(_notebook(LOAD_SOURCE + RUN_SOURCE)), encoding="utf-8")
-    profile = tmp_path / "chromium-profile"
-    outcome: dict = {}
-    console: list[str] = []
-
-    def scenario() -> None:
-        from playwright.sync_api import sync_playwright
-
+    with jupyterlab_server(tmp_path) as (base, token):
+        page = fresh_chromium.new_page(viewport={"width": 1500, "height": 1500})
+        console: list[str] = []
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text[:300]}"))
         try:
-            with sync_playwright() as playwright, jupyterlab_server(tmp_path) as (base, token):
-                context = launch_persistent_chromium(playwright, profile, viewport={"width": 1500, "height": 1500})
-                try:
-                    page = context.pages[0] if context.pages else context.new_page()
-                    page.on("console", lambda message: console.append(f"{message.type}: {message.text[:300]}"))
-                    _drive_dashboard(page, base, token)
-                finally:
-                    context.close()
-        except BaseException as error:  # handed to the test's thread
-            outcome["error"] = error
-
-    worker = threading.Thread(target=scenario, daemon=True)
-    worker.start()
-    worker.join(JUPYTERLAB_LIMIT_S)
-    if worker.is_alive():
-        kill_chromium(profile)
-        worker.join(30)
-    if "error" in outcome or worker.is_alive():
-        lines = [f"{len(console)} console messages", *console[:40], "...", *console[-40:]]
-        artifact_path("jupyterlab_dashboard_console.txt").write_text("\n".join(lines), encoding="utf-8")
-    if worker.is_alive():
-        pytest.fail(f"the JupyterLab scenario did not finish in {JUPYTERLAB_LIMIT_S} s (its Chromium was killed)")
-    if "error" in outcome:
-        raise outcome["error"]
+            _drive_dashboard(page, base, token)
+        except Exception:
+            lines = [f"{len(console)} console messages", *console[:40], "...", *console[-40:]]
+            artifact_path("jupyterlab_dashboard_console.txt").write_text("\n".join(lines), encoding="utf-8")
+            raise
 
 
 def _drive_dashboard(page, base: str, token: str) -> None:
