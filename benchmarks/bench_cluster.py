@@ -74,7 +74,7 @@ def sweep_rate(data, workers: int) -> tuple[float, int]:
         ["divprune", "randomdrop"],
         [0.5, 0.75],
         max_new_tokens=1,
-        progress_bar=False,
+        progress=False,
         cluster=ol.cluster.Ray(workers=workers, gpus_per_worker=0),
     )
     return time.perf_counter() - start, len(frame)

@@ -93,11 +93,11 @@ def synthetic_run(seed: int = 0):
     from omni_lab.capture.results import ModalityMass, Routing
     from omni_lab.capture.segments import segment_positions
     from omni_lab.media import AudioClip, VideoClip
+    from omni_lab.partition import GroupBy
     from omni_lab.presets import FULL_PATTERN
     from omni_lab.reduction import EVS
     from omni_lab.reduction.ledger import ReductionLedger
     from omni_lab.token_map import AudioLayout, VideoLayout, build_token_map
-    from omni_lab.widgets import data
 
     rng = np.random.default_rng(seed)
     frames, side, grid, fps = 256, 512, 16, 2.0
@@ -134,7 +134,7 @@ def synthetic_run(seed: int = 0):
     positions = token_map.num_positions - 1  # the last generated token is never fed
 
     experts_total, k, layers = 128, 6, len(FULL_PATTERN)
-    modality = data.position_column(token_map, "modality", positions)
+    modality = token_map.by_position("modality")[:positions]
     bias = {name: rng.permutation(experts_total)[:24] for name in ("text", "video", "audio", "generated")}
     experts = np.empty((layers, positions, k), dtype=np.int64)
     for name, favoured in bias.items():
@@ -155,7 +155,8 @@ def synthetic_run(seed: int = 0):
         token_map=token_map,
         num_experts=experts_total,
     )
-    segmentation = segment_positions(token_map, "frame")
+    grouping = GroupBy.of(("tubelet", "audio_window"))  # one segment per tubelet and per 1 s of audio
+    segmentation = segment_positions(token_map, grouping)
     masses = {}
     for kind, heads, symbol in (("attention", 32, "*"), ("mamba", 64, "M")):
         mass = {}
@@ -164,7 +165,7 @@ def synthetic_run(seed: int = 0):
                 values = rng.dirichlet(np.full(segmentation.count, 0.3), size=(heads, 1)).astype(np.float32)
                 mass[layer] = torch.from_numpy(values)  # (H, 1 query group, S)
         masses[kind] = ModalityMass(
-            kind, mass, segmentation.labels, ["answer"], token_map, {"segments": "frame", "queries": "answer"}
+            kind, mass, segmentation.labels, ["answer"], token_map, {"segments": grouping.name, "queries": "answer"}
         )
     clip_frames = np.zeros((frames, side, side, 3), dtype=np.uint8)
     yy, xx = np.mgrid[0:side, 0:side]

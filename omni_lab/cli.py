@@ -167,15 +167,15 @@ def _playground(args) -> int:
 
 
 def notebook_files() -> list:
-    """The shipped explore notebooks (`omni_lab.notebooks` package data; the checkout's notebooks/ folder otherwise)."""
-    from importlib import resources
+    """The shipped explore notebooks: `omni_lab/notebooks/` in an installed wheel, the checkout's `notebooks/` in an
+    editable install (a folder of notebook files with no `__init__.py`, so it never shadows an installed package)."""
     from pathlib import Path
 
-    try:
-        folder = resources.files("omni_lab.notebooks")
-    except ModuleNotFoundError:  # a checkout whose install predates the notebooks package
-        folder = Path(__file__).resolve().parents[1] / "notebooks"
-    return sorted((entry for entry in folder.iterdir() if entry.name.endswith(".ipynb")), key=lambda e: e.name)
+    package = Path(__file__).resolve().parent
+    for folder in (package / "notebooks", package.parent / "notebooks"):
+        if folder.is_dir():
+            return sorted(folder.glob("*.ipynb"), key=lambda path: path.name)
+    return []
 
 
 def copy_notebooks(target, force: bool = False) -> tuple[list, list]:
@@ -236,10 +236,18 @@ def _notebooks(args) -> int:
         command.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI run as root; the server binds 127.0.0.1 only
         command.append("--ServerApp.allow_root=True")
+    sys.stdout.flush()
+    os.chdir(folder)
+    if os.name == "posix":
+        # Become JupyterLab (same pid): a signal meant for `omni-lab notebooks` reaches the server itself, which then
+        # shuts its kernels down. A child started with subprocess would be orphaned, kernels and all.
+        os.execv(sys.executable, command)
+    server = subprocess.Popen(command)  # Windows has no exec that keeps the pid: wait, and stop it on Ctrl-C
     try:
-        return subprocess.call(command, cwd=folder)
+        return server.wait()
     except KeyboardInterrupt:
-        return 0
+        server.terminate()
+        return server.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,14 @@ modality, writes each item's embeddings at the positions the token map gives it,
 model's own language model on `inputs_embeds`. On every input transformers' forward accepts, the logits are the
 same (tests/test_parity.py). Decoding reuses the language model's hybrid cache (Mamba states + attention KV).
 
-One linear path, called by every entry point (`Lab.run`, `Lab.stream`, `Lab.logits`, `Lab.prepare`, `Lab.embeds`,
-attribution):
+One linear path, called by every entry point (`Lab.run`, `Lab.stream`, `Lab.logits`, `Lab.prepare`, attribution):
 
     prepared = prepare(model, prompt, reducers, encoded, session)   # encode -> merge -> reduce -> token map
     for step in decode(model.language_model, prepared.embeds, ...):  # prefill, then one token per step
-        ...
+        ...                                                          # each Step carries its times; the last its stop
+
+Everything comes back as values (`Prepared.timings`, `Step.prefill_s` / `decode_s` / `stop`); the caller hands the
+capture session the reduced token map.
 
 Nothing here decides about autograd: callers run it under `torch.inference_mode()` (runs) or with grad enabled
 (the gradient path).
@@ -27,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import validate
 from .errors import OmniLabInputError
+from .modalities import MEDIA
 from .reduction import EVS, Reducer, ReductionItem
 
 
@@ -62,6 +64,7 @@ class Prepared:
         reducers: {modality: reducer} that acted.
         encoded: the `EncodedMedia` the embeddings were merged from.
         keep: `(L,)` bool, per prompt row, whether it reaches the LLM.
+        timings: seconds of "encode_s" (encoders + merge) and "reduce_s".
     """
 
     prompt: object
@@ -70,6 +73,7 @@ class Prepared:
     reducers: dict
     encoded: EncodedMedia
     keep: np.ndarray
+    timings: dict = field(default_factory=dict)
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -80,7 +84,7 @@ class Prepared:
         return int(self.embeds.shape[1])
 
 
-def prepare(model, prompt, reducers: dict, encoded: EncodedMedia | None = None, session=None, timings=None) -> Prepared:
+def prepare(model, prompt, reducers: dict, encoded: EncodedMedia | None = None, session=None) -> Prepared:
     """Encode (unless `encoded` is given), merge, reduce and map one prompt: everything before the LLM.
 
     Args:
@@ -88,14 +92,13 @@ def prepare(model, prompt, reducers: dict, encoded: EncodedMedia | None = None, 
         prompt: a `Prompt`.
         reducers: {modality: reducer} from `resolve_reducers`.
         encoded: this prompt's `EncodedMedia` (from `Lab.encode`), to skip the encoders.
-        session: a capture session; it sees each item's reduced embeddings (`on_reduced`, the hook points
-            `reduce.{modality}.{item}`) and receives the reduced token map (`set_token_map`) before the prefill.
-            When it caches or patches an encoder point, the encoders run even if `encoded` is given.
-        timings: dict that receives "encode_s" (encoders + merge) and "reduce_s".
+        session: a capture session whose hooks are installed: its `reduce.{modality}.{item}` points see (and may
+            replace) each item's reduced embeddings. When it caches or patches an encoder point, the encoders run
+            even if `encoded` is given. The caller hands it the reduced token map (`session.set_token_map`).
     Returns:
-        `Prepared`.
+        `Prepared`, its `timings` filled.
     """
-    timings = {} if timings is None else timings
+    timings: dict = {}
     device = model.get_input_embeddings().weight.device
     if encoded is not None and not encoded.belongs_to(prompt):
         raise OmniLabInputError(
@@ -111,9 +114,24 @@ def prepare(model, prompt, reducers: dict, encoded: EncodedMedia | None = None, 
         on_reduced = session.on_reduced if session is not None and session.active else None
         reduced = apply_reducers(embeds, prompt, encoded, reducers, on_reduced=on_reduced)
     token_map = prompt.token_map.with_reduction(reduced.keep, reduced.scores, reduced.merged_into)
-    if session is not None:
-        session.set_token_map(token_map)
-    return Prepared(prompt, reduced.embeds, token_map, reducers, encoded, reduced.keep)
+    return Prepared(prompt, reduced.embeds, token_map, reducers, encoded, reduced.keep, timings)
+
+
+def pad(prepared: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Several prompts' embeddings as one batch, padded on the right: `(B, L_max, D)` and the `(B, L_max)` attention
+    mask (None when every row has the same length). Right padding keeps each row exact in a causal model."""
+    lengths = [len(row) for row in prepared]
+    first = prepared[0].embeds
+    embeds = first.new_zeros(len(prepared), max(lengths), first.shape[-1])
+    for index, row in enumerate(prepared):
+        embeds[index, : lengths[index]] = row.embeds[0]
+    mask = None if len(set(lengths)) == 1 else padding_mask(lengths, max(lengths), first.device)
+    return embeds, mask
+
+
+def padding_mask(lengths: list[int], padded: int, device) -> torch.Tensor:
+    """`(B, padded)` long attention mask: 1 on each row's first `lengths[b]` positions, 0 on its padding."""
+    return (torch.arange(padded, device=device)[None] < torch.tensor(lengths, device=device)[:, None]).long()
 
 
 @dataclass
@@ -193,7 +211,7 @@ def resolve_reducers(reducer, config) -> dict[str, Reducer]:
     if getattr(reducer, "in_llm", False):
         raise OmniLabInputError(f"{reducer!r} acts inside the LLM; pass it as reducer= to run() or logits()")
     if isinstance(reducer, dict):
-        unknown = set(reducer) - {"image", "video", "audio"}
+        unknown = set(reducer) - set(MEDIA)
         if unknown:
             raise OmniLabInputError(f"reducer dict has unknown modalities {sorted(unknown)}; use image, video, audio")
         chosen = {}
@@ -331,24 +349,12 @@ def _grid(token_map, rows: np.ndarray, modality: str) -> tuple[int, ...]:
     return (len(rows) // (grid_rows * grid_cols), grid_rows, grid_cols)
 
 
-@dataclass
-class SamplingSettings:
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
+def choose_token(logits: torch.Tensor, settings, generator: torch.Generator | None) -> int:
+    """Greedy argmax, or a sample after temperature, top-k and top-p (transformers' own logits warpers).
 
-    def validate(self) -> None:
-        self.do_sample = validate.flag("do_sample", self.do_sample)
-        self.temperature = float(validate.number("temperature", self.temperature, low=0, low_open=True))
-        self.top_p = float(validate.number("top_p", self.top_p, low=0, low_open=True, high=1))
-        self.top_k = validate.number("top_k", self.top_k, low=0, integer=True, fix="pass 0 (off) or a count >= 1")
-        self.seed = validate.number("seed", self.seed, low=0, integer=True, allow_none=True)
-
-
-def choose_token(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None) -> int:
-    """Greedy argmax, or a sample after temperature, top-k and top-p (transformers' own logits warpers)."""
+    Args:
+        settings: the `RunOptions` (do_sample, temperature, top_k, top_p).
+    """
     if not settings.do_sample:
         return int(torch.argmax(logits))
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -366,11 +372,23 @@ def choose_token(logits: torch.Tensor, settings: SamplingSettings, generator: to
 
 @dataclass
 class Step:
-    """One decoded token: its index in the answer, id, and the logits it was chosen from (float32, on CPU)."""
+    """One decoded token and what it cost.
+
+    Attributes:
+        index: its index in the answer (0: the token the prefill chose).
+        id: the token id.
+        logits: the float32 logits (on CPU) it was chosen from, when kept.
+        prefill_s: seconds of the prefill forward (step 0 only; 0 after).
+        decode_s: seconds spent choosing it, plus (after step 0) the forward that produced its logits.
+        stop: None while decoding goes on; on the last step, why it stopped: "eos" or "max_new_tokens".
+    """
 
     index: int
     id: int
     logits: torch.Tensor | None = None
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    stop: str | None = None
 
 
 def decode(
@@ -378,33 +396,30 @@ def decode(
     embeds: torch.Tensor,
     max_new_tokens: int,
     eos_ids: set[int],
-    settings: SamplingSettings,
-    timings: dict,
+    settings,
     keep_logits: bool = False,
 ):
     """Prefill on `embeds` `(1, L, D)`, then decode token by token with the hybrid cache, yielding each `Step`.
 
-    The generator's return value (`StopIteration.value`) is the stop reason, "eos" or "max_new_tokens". Prefill time
-    goes to `timings["prefill_s"]`, decoding to `timings["decode_s"]` (the consumer's time between steps excluded).
+    `settings` is the run's `RunOptions` (greedy or sampling, and the seed). Each step carries its own times (the consumer's time between steps is not counted) and the last one says why
+    decoding stopped (`Step.stop`). Nothing is yielded when `max_new_tokens` is 0.
     """
     device = embeds.device
     generator = torch.Generator().manual_seed(settings.seed) if settings.seed is not None else None
-    with timed(timings, "prefill_s", device):
+    times: dict = {}
+    with timed(times, "prefill_s", device):
         output = language_model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
     cache, next_logits = output.cache, output.logits[0, -1]
-    timings.setdefault("decode_s", 0.0)
     for index in range(max_new_tokens):
-        with timed(timings, "decode_s", device):
+        with timed(times, "decode_s", device):
             token = choose_token(next_logits, settings, generator)
-            step = Step(index, token, next_logits.float().cpu() if keep_logits else None)
-        yield step
-        if token in eos_ids:
-            return "eos"
-        if index + 1 == max_new_tokens:
-            break
-        with timed(timings, "decode_s", device):
+            logits = next_logits.float().cpu() if keep_logits else None
+        stop = "eos" if token in eos_ids else "max_new_tokens" if index + 1 == max_new_tokens else None
+        yield Step(index, token, logits, times.pop("prefill_s", 0.0), times.pop("decode_s"), stop)
+        if stop is not None:
+            return
+        with timed(times, "decode_s", device):  # counted with the next step, which these logits choose
             output = language_model(
                 input_ids=torch.tensor([[token]], device=device), cache=cache, use_cache=True, logits_to_keep=1
             )
             cache, next_logits = output.cache, output.logits[0, -1]
-    return "max_new_tokens"

@@ -1,33 +1,44 @@
-"""Lab: load Nemotron 3 Nano Omni from any source, build prompts, run them; Run: what one run produced.
+"""Lab: load Nemotron 3 Nano Omni from any source, build prompts, run them.
 
 lab = ol.load("random:small")
 p = lab.prompt("Which way does the square move?", video="clip.mp4", audio="beeps.wav")
 run = lab.run(p, max_new_tokens=32)
 run.answer, run.token_map.df, run.timings
+
+The entry points differ in what goes in (a prompt or embeddings) and whether autograd is on:
+
+    run(prompt) / stream(prompt)          prompt in, generation, captures          no grad
+    prefill(prompts)                      prompts in (a batch), logits + captures   no grad
+    logits(prompt or prompts)             prompt(s) in, logits of every position    no grad
+    prepare(prompt, grad=False|True)      prompt in, the embeddings the LLM sees    either
+    logits_from_embeds(embeds, token_map) embeddings in, logits                     grad (attribution)
+
+`Run` lives in run.py, `RunOptions` (the options of run, stream and the studies) in options.py, the release's
+parameter accounting in accounting.py.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 
-import pandas as pd
 import torch
 
 from . import forward, validate
+from .accounting import architecture_summary, parameter_counts
 from .capture import budget as capture_budget_module
-from .capture import specs as capture_specs
 from .capture.hooks import hook_points
-from .capture.results import ModalityMass, Routing
-from .capture.session import CaptureSession
+from .capture.session import BatchSession, CaptureSession
 from .errors import OmniLabInputError, OmniLabModelError
 from .logs import quiet_expected_warnings
-from .presets import RELEASED_PARAMETER_COUNT, layers
+from .options import RunOptions, per_row, per_row_interventions
 from .prompt import Prompt, build_prompt, token_texts
-from .reduction.ledger import ReductionLedger, build_ledger
+from .reduction.ledger import build_ledger
+from .run import Captures, Prefill, Run, StreamToken, split_answer
 from .sources import Source, build_model, check_device, resolve
 from .token_map import TokenMap
+
+__all__ = ["Lab", "Run", "RunOptions", "StreamToken", "load", "split_answer"]
 
 
 def load(
@@ -58,107 +69,6 @@ def load(
     if dtype == torch.float64:  # transformers' grouped-GEMM experts take float32/16 only; its eager experts any dtype
         model.set_experts_implementation("eager")
     return Lab(model, processor, resolved, str(device), dtype)
-
-
-@dataclass(frozen=True)
-class StreamToken:
-    """One token of a streamed answer (`Lab.stream`).
-
-    Attributes:
-        index: 0 for the first generated token.
-        id: the token id.
-        token: the token's own text (special tokens included, e.g. "</think>").
-        text: what the token adds to the decoded text (special tokens skipped): append it to show the answer.
-        logits: `(vocab,)` float32 logits it was chosen from, when `return_logits=True`.
-    """
-
-    index: int
-    id: int
-    token: str
-    text: str
-    logits: torch.Tensor | None = None
-
-
-@dataclass
-class Run:
-    """What one `Lab.run` produced.
-
-    Attributes:
-        prompt: the `Prompt` that was run.
-        answer: the generated text (after `</think>` when thinking; special tokens removed).
-        reasoning: the text between `<think>` and `</think>` when the model reasoned, else None.
-        token_ids: `(positions,)` ids of the sequence the LLM saw (media positions hold placeholder ids) followed by
-            the generated ids.
-        generated_ids: the generated ids alone.
-        token_map: the prompt's rows (pruned ones `kept=False`) plus one `generated` row per new token.
-        timings: seconds for "encode_s", "reduce_s", "prefill_s", "decode_s" (and "total_s").
-        logits: `(steps, vocab)` float32 logits each generated token was chosen from, when asked for.
-        stop_reason: "eos" or "max_new_tokens".
-        reducers: {modality: reducer} that acted.
-        routing: `Routing` when captured.
-        attention_mass, mamba_mass: `ModalityMass` when captured.
-        residual: DataFrame (layer, kind, position, residual_norm, mixer_norm, cosine) when captured.
-        cache: {hook name: tensor} of the activations asked for with `cache=[...]`.
-        interventions: the interventions that acted.
-        ledger: `ReductionLedger`: every reduction stage of every media item, and the tokens each dropped.
-    """
-
-    prompt: Prompt
-    answer: str
-    reasoning: str | None
-    token_ids: torch.Tensor
-    generated_ids: list[int]
-    token_map: TokenMap
-    timings: dict
-    logits: torch.Tensor | None = None
-    stop_reason: str = "max_new_tokens"
-    reducers: dict = field(default_factory=dict)
-    routing: Routing | None = None
-    attention_mass: ModalityMass | None = None
-    mamba_mass: ModalityMass | None = None
-    residual: pd.DataFrame | None = None
-    cache: dict = field(default_factory=dict)
-    interventions: list = field(default_factory=list)
-    ledger: ReductionLedger | None = None
-
-    def to_dict(self) -> dict:
-        """A JSON-able summary: the answer, tokens per modality before and after reduction, timings, speed, what
-        acted and what was captured (tensors are left out; use the attributes for them)."""
-        before = self.prompt.token_map.counts()
-        after = self.token_map.counts(kept=True)
-        after.pop("generated", None)
-        decode_s = self.timings.get("decode_s", 0.0)
-        steps = max(0, len(self.generated_ids) - 1)  # the first token comes from the prefill
-        captured = ["routing", "attention_mass", "mamba_mass", "residual"]
-        return {
-            "answer": self.answer,
-            "reasoning": self.reasoning,
-            "stop_reason": self.stop_reason,
-            "generated_ids": [int(i) for i in self.generated_ids],
-            "prompt": {
-                "text": self.prompt.text,
-                "images": len(self.prompt.images),
-                "videos": len(self.prompt.videos),
-                "audios": len(self.prompt.audios),
-                "thinking": self.prompt.thinking,
-            },
-            "tokens_before": before,
-            "tokens_after": after,
-            "tokens_total": {"before": sum(before.values()), "after": sum(after.values())},
-            "timings": {key: round(float(value), 6) for key, value in self.timings.items()},
-            "tokens_per_second": round(steps / decode_s, 3) if steps and decode_s > 0 else None,
-            "reducers": {modality: repr(reducer) for modality, reducer in self.reducers.items()},
-            "interventions": [repr(intervention) for intervention in self.interventions],
-            "captures": [name for name in captured if getattr(self, name) is not None],
-            "cache": sorted(self.cache),
-        }
-
-    def __repr__(self) -> str:
-        kept = self.token_map.num_positions - len(self.generated_ids)
-        return (
-            f"Run(answer={self.answer!r}, {kept} prompt positions of {len(self.prompt)}, "
-            f"{len(self.generated_ids)} generated, stop={self.stop_reason})"
-        )
 
 
 class Lab:
@@ -212,74 +122,17 @@ class Lab:
         return ids
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters per component, and what a checkpoint stores.
-
-        transformers' RADIO blocks carry identity layer-scale vectors (`layer_scale{1,2}.lambda1`, all ones) that
-        C-RADIO has not got and the released safetensors do not store; they are counted separately so the
-        checkpoint figure matches the release (33,015,546,816 for the full architecture).
-        """
-        model = self.model
-        language = model.language_model
-        counts: dict[str, int] = {
-            "llm.embeddings": language.model.embeddings.weight.numel(),
-            "llm.lm_head": language.lm_head.weight.numel(),
-        }
-        norms = language.model.norm_f.weight.numel()
-        for layer, info in zip(language.model.layers, layers(model), strict=True):
-            norms += layer.norm.weight.numel()
-            key = f"llm.{info.kind}"
-            counts[key] = counts.get(key, 0) + sum(p.numel() for p in layer.mixer.parameters())
-        counts["llm.norms"] = norms
-        layer_scale = sum(p.numel() for name, p in model.vision_model.named_parameters() if "layer_scale" in name)
-        counts["vision.tower"] = sum(p.numel() for p in model.vision_model.parameters()) - layer_scale
-        counts["vision.projector"] = sum(p.numel() for p in model.multi_modal_projector.parameters())
-        if model.audio_tower is not None:
-            counts["audio.tower"] = sum(p.numel() for p in model.audio_tower.parameters())
-            counts["audio.projector"] = sum(p.numel() for p in model.embed_audio.parameters())
-        counts["checkpoint"] = sum(value for value in counts.values())
-        counts["vision.layer_scale_identity"] = layer_scale
-        counts["module_total"] = sum(p.numel() for p in model.parameters())
-        return counts
+        """Parameters per component, and what a checkpoint stores (`accounting.parameter_counts`)."""
+        return parameter_counts(self.model)
 
     def info(self) -> dict:
-        """Architecture summary: layer pattern, parameter counts, token budgets."""
-        config, text = self.config, self.config.text_config
-        image_processor, video_processor = self.processor.image_processor, self.processor.video_processor
-        merge = round(1 / image_processor.downsample_ratio) ** 2
-        counts = self.parameter_counts()
-        registry = layers(self.model)
-        kinds = [info.kind for info in registry]
+        """Source, device, dtype, then the architecture summary: layer pattern, parameter counts, token budgets
+        (`accounting.architecture_summary`)."""
         return {
             "source": self.source.spec,
             "device": self.device,
             "dtype": str(self.dtype).replace("torch.", ""),
-            "layer_pattern": self.layer_pattern,
-            "layers": {
-                "total": len(registry),
-                "mamba": kinds.count("mamba"),
-                "moe": kinds.count("moe"),
-                "attention": kinds.count("attention"),
-            },
-            "attention_layers": [info.index for info in registry if info.kind == "attention"],
-            "hidden_size": text.hidden_size,
-            "experts": {
-                "routed": text.n_routed_experts,
-                "top_k": text.num_experts_per_tok,
-                "shared": text.n_shared_experts,
-                "routed_scaling_factor": text.routed_scaling_factor,
-            },
-            "parameters": counts,
-            "matches_release": counts["checkpoint"] == RELEASED_PARAMETER_COUNT,
-            "budgets": {
-                "context_tokens": self.context_length,
-                "image_tokens": [image_processor.min_num_patches // merge, image_processor.max_num_patches // merge],
-                "video_tokens_per_tubelet": video_processor.video_target_num_patches // merge,
-                "video_frames_per_tubelet": config.video_temporal_patch_size,
-                "video_pruning_rate": config.video_pruning_rate,
-                "audio_tokens_per_second": 16000 / 160 / config.audio_config.subsampling_factor
-                if config.audio_config is not None
-                else None,
-            },
+            **architecture_summary(self.model, self.processor),
         }
 
     def hook_names(self, prompt: Prompt | None = None) -> list[str]:
@@ -355,73 +208,109 @@ class Lab:
         with self._lock, torch.inference_mode():
             return forward.encode_media(self.model, prompt)
 
-    def prepare(self, prompt, reducer="model", encoded: forward.EncodedMedia | None = None) -> forward.Prepared:
+    def prepare(
+        self, prompt, reducer="model", encoded: forward.EncodedMedia | None = None, *, grad: bool = False
+    ) -> forward.Prepared:
         """Everything before the LLM, without running it: the merged, reduced embeddings and the reduced token map.
 
         With `encoded=lab.encode(prompt)` only the merge and the reducers run (what a widget's rate slider needs).
         In-LLM reducers (FastV) act during the forward and are not accepted here.
+
+        Args:
+            grad: keep autograd on (the gradient path attribution uses): `prepared.embeds` `(1, L', D)` is then part
+                of an autograd graph (through the encoders and projectors when `encoded` is None), so
+                `torch.autograd.grad(f(lab.logits_from_embeds(prepared.embeds, ...)), prepared.embeds)` works;
+                detach it and `requires_grad_()` for a leaf.
         """
         self._check_runnable()
         prompt = self.as_prompt(prompt)
         reducers = self._reducers_before_llm(reducer)
-        with self._lock, torch.inference_mode():
+        grad = validate.flag("grad", grad)
+        with self._lock, torch.enable_grad() if grad else torch.inference_mode():
             return forward.prepare(self.model, prompt, reducers, encoded)
 
-    def embeds(self, prompt, reducer="model", encoded: forward.EncodedMedia | None = None) -> forward.Prepared:
-        """`prepare` with autograd on: the gradient path attribution uses.
-
-        `prepared.embeds` `(1, L', D)` is part of an autograd graph (through the encoders and projectors when
-        `encoded` is None), so `torch.autograd.grad(f(lab.forward_embeds(prepared.embeds, ...)), prepared.embeds)`
-        works; detach it and `requires_grad_()` for a leaf.
-        """
-        self._check_runnable()
-        prompt = self.as_prompt(prompt)
-        reducers = self._reducers_before_llm(reducer)
-        with self._lock, torch.enable_grad():
-            return forward.prepare(self.model, prompt, reducers, encoded)
-
-    def forward_embeds(
-        self, embeds: torch.Tensor, token_map: TokenMap, *, interventions=None, logits_to_keep: int = 0
+    def logits_from_embeds(
+        self, embeds: torch.Tensor, token_map, *, interventions=None, logits_to_keep: int = 0, lengths=None
     ) -> torch.Tensor:
         """The language model on given input embeddings, autograd on: `(B, L, vocab)` float32 logits (float64 for a
         float64 model).
 
         Args:
-            embeds: `(B, L, D)` (or `(L, D)`); every batch row laid out like `token_map`'s kept positions (extra
-                positions after them count as generated tokens, e.g. a teacher-forced answer).
-            token_map: the reduced token map the embeddings follow (`prepared.token_map`); interventions select
-                positions through it.
-            interventions: `ol.ablate_tokens(...)`, `ol.ablate_experts(...)`, ... honoured as in `run`.
-            logits_to_keep: return logits of the last this many positions only (0: all). A 35K-token prompt's
-                logits over the real vocabulary are ~18 GB in float32; a teacher-forced answer needs a handful.
+            embeds: `(B, L, D)` (or `(L, D)`); each row laid out like its token map's kept positions (extra positions
+                after them count as generated tokens, e.g. a teacher-forced answer), padded on the right to L.
+            token_map: the reduced token map the embeddings follow (`prepared.token_map`), or one per row;
+                interventions select positions through it.
+            interventions: `ol.ablate_tokens(...)`, `ol.ablate_experts(...)`, ... honoured as in `run`, on every row;
+                or a list with one list of interventions per row.
+            logits_to_keep: return logits of each row's last this many positions only (0: all). A 35K-token
+                prompt's logits over the real vocabulary are ~18 GB in float32; a teacher-forced answer needs a
+                handful.
+            lengths: each row's length when the rows differ (the rest is padding, masked and never seen by the row:
+                NaN in the logits); default every row is L long.
+        Returns:
+            `(B, L or logits_to_keep, vocab)` logits; each row equals a forward of that row alone.
         """
         self._check_runnable()
         if not isinstance(embeds, torch.Tensor) or embeds.dim() not in (2, 3):
             raise OmniLabInputError(
-                "forward_embeds takes embeddings of shape (B, L, D) or (L, D), e.g. prepared.embeds"
+                "logits_from_embeds takes embeddings of shape (B, L, D) or (L, D), e.g. prepared.embeds"
             )
         if embeds.dim() == 2:
             embeds = embeds[None]
+        batch, padded, width = embeds.shape
         hidden = self.config.text_config.hidden_size
-        if embeds.shape[-1] != hidden:
-            raise OmniLabInputError(f"embeddings have width {embeds.shape[-1]}; this model's LLM takes {hidden}")
+        if width != hidden:
+            raise OmniLabInputError(f"embeddings have width {width}; this model's LLM takes {hidden}")
         if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
             raise OmniLabInputError(f"logits_to_keep must be an int >= 0 (0 keeps all), got {logits_to_keep!r}")
-        if not isinstance(token_map, TokenMap):
-            raise OmniLabInputError("forward_embeds needs the token map the embeddings follow (prepared.token_map)")
-        session = CaptureSession(self.model, None, {}, interventions=interventions)
-        with self._lock, torch.enable_grad(), session.installed():
-            session.set_token_map(token_map)
-            parameter = self.model.get_input_embeddings().weight
+        token_maps = per_row("token_map", token_map, batch, TokenMap)
+        if any(not isinstance(entry, TokenMap) for entry in token_maps):
+            raise OmniLabInputError("logits_from_embeds needs the token map the embeddings follow (prepared.token_map)")
+        lengths = [padded] * batch if lengths is None else [int(length) for length in lengths]
+        if len(lengths) != batch or not all(0 < length <= padded for length in lengths):
+            raise OmniLabInputError(f"lengths={lengths!r}: give one length in 1..{padded} per row ({batch} rows)")
+        if logits_to_keep > min(lengths):
+            raise OmniLabInputError(f"logits_to_keep={logits_to_keep} is longer than the shortest row ({min(lengths)})")
+        sessions = [
+            CaptureSession(self.model, None, {}, interventions=row_interventions)
+            for row_interventions in per_row_interventions(interventions, batch)
+        ]
+        for session, row_map in zip(sessions, token_maps, strict=True):
+            session.set_token_map(row_map)
+        hooks = sessions[0] if batch == 1 else BatchSession(sessions, lengths)
+        parameter = self.model.get_input_embeddings().weight
+        mask = None if len(set(lengths)) == 1 else forward.padding_mask(lengths, padded, parameter.device)
+        with self._lock, torch.enable_grad(), hooks.installed():
             language = self.model.language_model
             # transformers' causal-LM forward is backbone -> lm_head -> .float(); the head is applied here so that a
             # float64 model keeps float64 logits (finite-difference checks need them).
-            hidden = language.model(inputs_embeds=embeds.to(parameter.device, parameter.dtype)).last_hidden_state
-            logits = language.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-            return logits if logits.dtype == torch.float64 else logits.float()
+            states = language.model(
+                inputs_embeds=embeds.to(parameter.device, parameter.dtype), attention_mask=mask
+            ).last_hidden_state
+            if logits_to_keep:
+                states = torch.stack(
+                    [states[row, length - logits_to_keep : length] for row, length in enumerate(lengths)]
+                )
+            logits = language.lm_head(states)
+            logits = logits if logits.dtype == torch.float64 else logits.float()
+            if mask is not None and not logits_to_keep:
+                logits = logits.masked_fill(~mask.bool()[..., None], float("nan"))
+            return logits
 
     def logits(self, prompt, reducer="model", interventions=None, encoded=None) -> torch.Tensor:
-        """`(1, L', vocab)` float32 logits at every position of the (reduced) prompt from the merged forward."""
+        """Float32 logits at every position of the (reduced) prompt from the merged forward: `(1, L', vocab)`.
+
+        Given a list of prompts, `(B, L'max, vocab)`: one forward over the batch (`prefill`), each row equal to its
+        prompt alone and NaN past its length; `reducer`, `interventions` and `encoded` are then one for every row or
+        a list with one per row.
+        """
+        if isinstance(prompt, (list, tuple)):
+            rows = self.prefill(prompt, reducer=reducer, interventions=interventions, encoded=encoded)
+            padded = max(len(row.logits) for row in rows)
+            out = torch.full((len(rows), padded, rows[0].logits.shape[-1]), float("nan"))
+            for index, row in enumerate(rows):
+                out[index, : len(row.logits)] = row.logits
+            return out
         self._check_runnable()
         prompt = self.as_prompt(prompt)
         reducer, in_llm = forward.split_in_llm(reducer)
@@ -429,90 +318,123 @@ class Lab:
         session = CaptureSession(self.model, prompt, {}, interventions=interventions, in_llm=in_llm)
         with self._lock, torch.inference_mode(), session.installed():
             prepared = forward.prepare(self.model, prompt, reducers, encoded, session)
+            session.set_token_map(prepared.token_map)
             return self.model.language_model(inputs_embeds=prepared.embeds).logits.float()
 
-    def run(
+    def prefill(
         self,
-        prompt,
-        max_new_tokens: int = 32,
-        do_sample: bool = False,
+        prompts,
         *,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
         reducer="model",
-        return_logits: bool = False,
+        interventions=None,
         capture=None,
         cache=None,
-        interventions=None,
+        encoded=None,
         cache_device="cpu",
         cache_dtype=None,
         capture_budget: int | None = None,
-        encoded: forward.EncodedMedia | None = None,
+        batch_size: int | None = None,
+    ) -> list[Prefill]:
+        """The LLM's forward over many prompts at once, padded on the right: one `Prefill` per prompt (its logits at
+        every position it fed the LLM, its captures and cached activations), each equal to that prompt alone.
+
+        Args:
+            prompts: a list of `Prompt`s or strings (one prompt is a list of one).
+            reducer, interventions, encoded: one value for every row, or a list with one per row (interventions: a
+                list of lists). In-LLM reducers (FastV) shorten rows mid-forward and are refused here.
+            capture, cache, cache_device, cache_dtype, capture_budget: as in `run`, for every row (the budget over
+                all rows together).
+            batch_size: rows per forward (default all).
+        Returns:
+            list of `Prefill`, in the prompts' order.
+        """
+        self._check_runnable()
+        prompts = [self.as_prompt(prompt) for prompt in (prompts if isinstance(prompts, (list, tuple)) else [prompts])]
+        if not prompts:
+            raise OmniLabInputError("prefill needs at least one prompt")
+        batch = len(prompts)
+        batch_size = batch if batch_size is None else validate.number("batch_size", batch_size, low=1, integer=True)
+        reducers = per_row("reducer", reducer, batch, None)
+        encoded = per_row("encoded", encoded, batch, forward.EncodedMedia)
+        rows = []
+        for prompt, row_reducer, row_interventions in zip(
+            prompts, reducers, per_row_interventions(interventions, batch), strict=True
+        ):
+            rest, in_llm = forward.split_in_llm(row_reducer)
+            if in_llm is not None:
+                raise OmniLabInputError(f"{in_llm!r} shortens the sequence inside the LLM; use run() or logits()")
+            session = CaptureSession(
+                self.model,
+                prompt,
+                capture,
+                cache=cache,
+                interventions=row_interventions,
+                cache_device=cache_device,
+                cache_dtype=cache_dtype,
+            )
+            rows.append((prompt, forward.resolve_reducers(rest, self.config), session))
+        parts = [part for _, _, session in rows for part in session.estimate_bytes(0).items()]
+        if capture or cache:
+            capture_budget_module.check(dict(enumerate(size for _, size in parts)), capture_budget)
+        out: list[Prefill] = []
+        for start in range(0, batch, batch_size):
+            chunk = list(zip(rows[start : start + batch_size], encoded[start : start + batch_size], strict=True))
+            out += self._prefill_chunk(chunk)
+        return out
+
+    @torch.inference_mode()
+    def _prefill_chunk(self, chunk) -> list[Prefill]:
+        with self._lock:
+            prepared = []
+            for (prompt, reducers, session), row_encoded in chunk:
+                with session.installed():
+                    row = forward.prepare(self.model, prompt, reducers, row_encoded, session)
+                session.set_token_map(row.token_map)
+                prepared.append(row)
+            sessions = [session for (_, _, session), _ in chunk]
+            lengths = [len(row) for row in prepared]
+            embeds, mask = forward.pad(prepared)
+            started = time.perf_counter()
+            with BatchSession(sessions, lengths).installed():
+                logits = self.model.language_model(inputs_embeds=embeds, attention_mask=mask).logits.float()
+            seconds = time.perf_counter() - started
+            out = []
+            for index, (row, session) in enumerate(zip(prepared, sessions, strict=True)):
+                results = session.finish(row.token_map)
+                out.append(
+                    Prefill(
+                        prompt=row.prompt,
+                        token_map=row.token_map,
+                        logits=logits[index, : lengths[index]].cpu(),
+                        captures=Captures(results.captures),
+                        cache=results.cache,
+                        reducers=dict(row.reducers),
+                        timings={**row.timings, "prefill_s": seconds, "batch_rows": len(prepared)},
+                    )
+                )
+            return out
+
+    def run(
+        self, prompt, options: RunOptions | None = None, /, *, encoded: forward.EncodedMedia | None = None, **changes
     ) -> Run:
         """Run a prompt: encode media, merge, reduce, prefill, decode.
 
         Args:
             prompt: a `Prompt`, or a string for a text-only prompt.
-            max_new_tokens: generation stops here or at the model's end tokens.
-            do_sample: sample instead of greedy argmax (with temperature, top_k, top_p; `seed` for repeatability).
-            reducer: "model" (the model's own EVS at `config.video_pruning_rate`), None (no reduction), a reducer
-                (acts on the modalities it names), or {"video": reducer, "audio": reducer, ...}; an in-LLM reducer
-                (`FastV`) alone or as {"llm": FastV(...), "video": ...}.
-            return_logits: keep the logits each new token was chosen from (`run.logits`).
-            capture: names or specs: "routing", "attention_mass", "mamba_mass", "residual", or
-                `ol.capture.routing(scores=True)`, `ol.capture.attention_mass(segments="frame", queries="answer")`...
-            cache: hook names or glob patterns (`lab.hook_names()`) whose values to keep in `run.cache`.
-            interventions: `ol.ablate_tokens(...)`, `ol.ablate_experts(...)`, `ol.force_experts(...)`,
-                `ol.patch(...)`; their hooks are removed when the run ends, also when it raises.
-            cache_device, cache_dtype: where cached tensors go ("cpu") and their dtype (e.g. torch.float16).
-            capture_budget: bytes the captures may take (default `omni_lab.capture.BUDGET_BYTES`, 8 GiB); past it
-                the run is refused with the estimate before anything runs.
+            options: an `ol.RunOptions`; the options may also (or instead) be given by name, e.g.
+                `run(p, max_new_tokens=16, reducer=None, capture=["routing"])`: max_new_tokens, do_sample,
+                temperature, top_k, top_p, seed, reducer, return_logits, capture, cache, interventions, cache_device,
+                cache_dtype, capture_budget (see `RunOptions`).
             encoded: this prompt's media from `lab.encode(prompt)`, to skip the encoders (timings then show
                 encode_s for the merge only).
         Returns:
             `Run`. The same as the last item `stream` yields for the same arguments.
         """
-        *_, run = self.stream(
-            prompt,
-            max_new_tokens,
-            do_sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            reducer=reducer,
-            return_logits=return_logits,
-            capture=capture,
-            cache=cache,
-            interventions=interventions,
-            cache_device=cache_device,
-            cache_dtype=cache_dtype,
-            capture_budget=capture_budget,
-            encoded=encoded,
-        )
+        *_, run = self.stream(prompt, options, encoded=encoded, **changes)
         return run
 
     def stream(
-        self,
-        prompt,
-        max_new_tokens: int = 32,
-        do_sample: bool = False,
-        *,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        reducer="model",
-        return_logits: bool = False,
-        capture=None,
-        cache=None,
-        interventions=None,
-        cache_device="cpu",
-        cache_dtype=None,
-        capture_budget: int | None = None,
-        encoded: forward.EncodedMedia | None = None,
+        self, prompt, options: RunOptions | None = None, /, *, encoded: forward.EncodedMedia | None = None, **changes
     ):
         """`run`, token by token: yields a `StreamToken` per decoded token as soon as it is chosen, then the `Run`.
 
@@ -526,22 +448,18 @@ class Lab:
         """
         self._check_runnable()
         prompt = self.as_prompt(prompt)
-        max_new_tokens = validate.number(
-            "max_new_tokens", max_new_tokens, low=0, high=self.context_length, integer=True
-        )
-        return_logits = validate.flag("return_logits", return_logits)
-        settings = forward.SamplingSettings(do_sample, temperature, top_k, top_p, seed)
-        settings.validate()
-        reducer, in_llm = forward.split_in_llm(reducer)
+        options = RunOptions.of(options, **changes)
+        validate.number("max_new_tokens", options.max_new_tokens, low=0, high=self.context_length, integer=True)
+        reducer, in_llm = forward.split_in_llm(options.reducer)
         reducers = forward.resolve_reducers(reducer, self.config)
         session = CaptureSession(
             self.model,
             prompt,
-            capture_specs.normalise(capture),
-            cache=cache,
-            interventions=interventions,
-            cache_device=cache_device,
-            cache_dtype=cache_dtype,
+            options.capture,
+            cache=options.cache,
+            interventions=options.interventions,
+            cache_device=options.cache_device,
+            cache_dtype=options.cache_dtype,
             in_llm=in_llm,
         )
         if in_llm is not None and (
@@ -552,45 +470,39 @@ class Lab:
                 "sequence's positions: run them without the in-LLM reducer"
             )
         if session.captures or session.cache_names:
-            capture_budget_module.check(session.estimate_bytes(max_new_tokens), capture_budget)
-        interventions = list(interventions or [])
-        return self._stream(
-            prompt, max_new_tokens, settings, reducers, in_llm, session, interventions, return_logits, encoded
-        )
+            capture_budget_module.check(session.estimate_bytes(options.max_new_tokens), options.capture_budget)
+        return self._stream(prompt, options, reducers, in_llm, session, encoded)
 
     @torch.inference_mode()
-    def _stream(
-        self, prompt, max_new_tokens, settings, reducers, in_llm, session, interventions, return_logits, encoded
-    ):
-        timings: dict = {}
+    def _stream(self, prompt, options: RunOptions, reducers, in_llm, session, encoded):
         tokens: list[int] = []
         logits: list[torch.Tensor] = []
+        stop_reason = "max_new_tokens"
         with self._lock:
             started = time.perf_counter()
             with session.installed():
-                prepared = forward.prepare(self.model, prompt, reducers, encoded, session, timings)
+                prepared = forward.prepare(self.model, prompt, reducers, encoded, session)
+                session.set_token_map(prepared.token_map)
+                timings = {**prepared.timings, "prefill_s": 0.0, "decode_s": 0.0}
                 length = len(prepared)
-                if length + max_new_tokens > self.context_length:
+                if length + options.max_new_tokens > self.context_length:
                     raise OmniLabInputError(
-                        f"{length} prompt tokens + max_new_tokens={max_new_tokens} exceed the {self.context_length}-"
-                        f"token context; lower max_new_tokens or shorten the prompt"
+                        f"{length} prompt tokens + max_new_tokens={options.max_new_tokens} exceed the "
+                        f"{self.context_length}-token context; lower max_new_tokens or shorten the prompt"
                     )
                 steps = forward.decode(
                     self.model.language_model,
                     prepared.embeds,
-                    max_new_tokens,
+                    options.max_new_tokens,
                     self.eos_token_ids,
-                    settings,
-                    timings,
-                    keep_logits=return_logits,
+                    options,
+                    keep_logits=options.return_logits,
                 )
                 text_so_far = ""
-                while True:
-                    try:
-                        step = next(steps)
-                    except StopIteration as stop:
-                        stop_reason = stop.value
-                        break
+                for step in steps:
+                    timings["prefill_s"] += step.prefill_s
+                    timings["decode_s"] += step.decode_s
+                    stop_reason = step.stop or stop_reason
                     tokens.append(step.id)
                     if step.logits is not None:
                         logits.append(step.logits)
@@ -607,7 +519,7 @@ class Lab:
                 token_map = token_map.with_llm_drop(drop.layer, drop.keep, drop.scores)
                 reducers["llm"] = in_llm
             timings["total_s"] = time.perf_counter() - started
-        answer, reasoning = self._split_answer(tokens, prompt.thinking)
+        answer, reasoning = split_answer(self.tokenizer, tokens, prompt.thinking)
         yield Run(
             prompt=prompt,
             answer=answer,
@@ -619,13 +531,11 @@ class Lab:
             logits=torch.stack(logits) if logits else None,
             stop_reason=stop_reason,
             reducers=reducers,
-            routing=results.routing,
-            attention_mass=results.attention_mass,
-            mamba_mass=results.mamba_mass,
-            residual=results.residual,
+            captures=Captures(results.captures),
             cache=results.cache,
-            interventions=interventions,
+            interventions=list(options.interventions or []),
             ledger=build_ledger(prompt, reducers, token_map, self.processor),
+            options=options,
         )
 
     def _reducers_before_llm(self, reducer) -> dict:
@@ -638,21 +548,3 @@ class Lab:
 
     def _token_texts(self, ids) -> list[str]:
         return token_texts(self.tokenizer, ids)
-
-    def _split_answer(self, tokens: list[int], thinking: bool) -> tuple[str, str | None]:
-        return split_answer(self.tokenizer, tokens, thinking)
-
-
-def split_answer(tokenizer, tokens: list[int], thinking: bool) -> tuple[str, str | None]:
-    """(answer, reasoning) from generated ids: reasoning is what precedes `</think>`; special tokens dropped."""
-    end_think = tokenizer.convert_tokens_to_ids("</think>")
-
-    def decode(ids):
-        return tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-    if end_think is not None and end_think in tokens:
-        cut = tokens.index(end_think)
-        return decode(tokens[cut + 1 :]), decode(tokens[:cut])
-    if thinking:  # reasoning never closed: everything so far is reasoning
-        return "", decode(tokens)
-    return decode(tokens), None

@@ -21,8 +21,9 @@ One row per token of the prompt *before* any reducer (a pruned token keeps its r
 
 The map is plain data (numpy columns; `.df` builds a pandas DataFrame on demand) and knows nothing of the model.
 `build_token_map` lays the rows out from the input ids and a geometric description of each media item.
-Projections the captures and studies share live here: `by_position(column)` (a column in LLM position order),
-`region_of(regions)` (grid region of each image / video row), `box_overlap(box)`.
+Projections the captures, studies and views share live here: `by_position(column)` (a column in LLM position order),
+`position_rows()`, `answer_positions()`, `status()` (kept, merged or pruned), `box_overlap(box)`, and
+`partition(by=...)`, the one grouping of rows into units (`omni_lab/partition.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODALITIES = ("text", "image", "video", "audio", "generated")
+from .modalities import MODALITIES
+
+STATUSES = ("kept", "merged", "pruned")
 _INT_COLUMNS = ("position", "item", "token_id", "row", "col", "tubelet", "merged_into", "dropped_at_layer")
 _FLOAT_COLUMNS = ("x0", "y0", "x1", "y1", "t0", "t1", "score")
 COLUMNS = (
@@ -190,33 +193,42 @@ class TokenMap:
         """
         return self._columns[column][self.position_rows()]
 
-    def region_of(self, regions: int = 2) -> np.ndarray:
-        """Grid region of every row: its merged-grid cell placed in a `regions` x `regions` grid over its item.
-
-        The item's grid size is read from all its rows (pruned ones included), so a reduction does not move the
-        region boundaries; every tubelet of a video shares the video's grid.
+    def partition(self, by="item", *, grid=None, seconds=None):
+        """Group the rows into named units (modality, item, tubelet, frame, region, audio window, text token, word,
+        or {name: mask}): `omni_lab.partition`, the one grouping every capture, study, attribution and view takes.
 
         Args:
-            regions: cells per side.
+            by: a key, a tuple of keys such as ("tubelet", "region"), {name: mask} groups, or a `GroupBy`.
+            grid: `(rows, cols)` of the region grid, or one int (default (2, 2)).
+            seconds: audio window length (default 1.0).
         Returns:
-            `(rows, 2)` int64: (region row, region column), -1 for rows without a grid cell (text, audio, generated).
+            `Partition`.
         """
-        if int(regions) < 1:
-            from .errors import OmniLabInputError
+        from .partition import partition
 
-            raise OmniLabInputError(f"regions={regions!r}: use a positive number of regions per side")
-        row, col = self._columns["row"], self._columns["col"]
-        modality, item = self._columns["modality"], self._columns["item"]
-        out = np.full((len(self), 2), -1, dtype=np.int64)
-        gridded = row >= 0
-        for name in ("image", "video"):
-            of_modality = gridded & (modality == name)
-            for index in np.unique(item[of_modality]):
-                members = of_modality & (item == index)
-                height, width = int(row[members].max()) + 1, int(col[members].max()) + 1
-                out[members, 0] = row[members] * int(regions) // height
-                out[members, 1] = col[members] * int(regions) // width
-        return out
+        return partition(self, by, grid=grid, seconds=seconds)
+
+    def status(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Per row (or per given row): "kept" (the LLM saw it), "merged" (dropped, its embedding averaged into a kept
+        token: `merged_into`) or "pruned" (dropped). A token an in-LLM reducer (FastV) dropped is "kept" (it entered
+        the LLM; `dropped_at_layer` says after which layer it left).
+
+        Args:
+            rows: row indices or a bool mask; None for every row.
+        Returns:
+            object array of `STATUSES` names.
+        """
+        kept, merged_into = self._columns["kept"], self._columns["merged_into"]
+        if rows is not None:
+            kept, merged_into = kept[rows], merged_into[rows]
+        labels = np.array(STATUSES, dtype=object)
+        return labels[np.where(kept, 0, np.where(merged_into >= 0, 1, 2))]
+
+    def answer_positions(self, limit: int | None = None) -> np.ndarray:
+        """LLM positions of the generated tokens, ascending (below `limit`, e.g. the positions a capture saw)."""
+        positions = self._columns["position"][self._columns["modality"] == "generated"]
+        positions = np.sort(positions[positions >= 0])
+        return positions if limit is None else positions[positions < limit]
 
     def box_overlap(self, box) -> np.ndarray:
         """Pixels each row's box shares with `box` `(x0, y0, x1, y1)` in the media's original coordinates.

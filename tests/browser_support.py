@@ -2,7 +2,8 @@
 
 Playwright's own browser download is never used (it is not available on these machines): Playwright for Python
 drives Debian's `chromium` package through `executable_path`. Tests that need a browser skip, naming what is
-missing, only when no Chromium (or no playwright / jupyterlab) is installed.
+missing, only when no Chromium (or no playwright / jupyterlab) is installed, and fail instead where
+`OMNI_LAB_REQUIRE_BROWSER=1` (CI).
 
     from tests.browser_support import chromium_browser, launch_chromium   # fixture + launcher
     def test_page(chromium_browser): page = chromium_browser.new_page() ...
@@ -59,11 +60,18 @@ def missing(*, jupyterlab: bool = False) -> list[str]:
     return needs
 
 
+REQUIRE_BROWSER = "OMNI_LAB_REQUIRE_BROWSER"
+
+
 def skip_unless_browser(*, jupyterlab: bool = False) -> None:
-    """pytest.skip naming what is missing, when something is."""
+    """pytest.skip naming what is missing, when something is; a failure instead where `$OMNI_LAB_REQUIRE_BROWSER=1`
+    (`.ci/run` sets it, so browser tests cannot vanish from CI)."""
     needs = missing(jupyterlab=jupyterlab)
     if needs:
-        pytest.skip("browser test needs " + "; ".join(needs))
+        message = "browser test needs " + "; ".join(needs)
+        if os.environ.get(REQUIRE_BROWSER) == "1":
+            pytest.fail(f"{message} ({REQUIRE_BROWSER}=1: browser tests must run here)", pytrace=False)
+        pytest.skip(message)
 
 
 def launch_chromium(playwright, **kwargs):

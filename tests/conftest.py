@@ -45,8 +45,41 @@ def twin_lab():
     return ol.load("toy")
 
 
-def pytest_collection_modifyitems(config, items):
-    """Run the JupyterLab dashboard test first. It passes whenever it runs alone or early; after the whole suite its
-    JupyterLab page spins at 100% CPU in a fresh browser too, so something the earlier tests leave behind (not yet
-    found) reaches the JupyterLab server or its kernel."""
-    items.sort(key=lambda item: 0 if item.name == "test_dashboard_in_jupyterlab" else 1)
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a process the tests started (JupyterLab, a kernel, Gradio, Chromium, Ray...) outlives them.
+
+    Runs after every fixture is torn down. Processes get a grace period to exit; the ones still alive are named,
+    then terminated so the run cannot hang on them."""
+    try:
+        import psutil
+    except ImportError:  # the check needs psutil (in the test extra); without it the suite still runs
+        return
+    children = [child for child in psutil.Process().children(recursive=True) if _alive(child)]
+    _, alive = psutil.wait_procs(children, timeout=15)
+    alive = [child for child in alive if _alive(child)]
+    if not alive:
+        return
+    lines = []
+    for child in alive:
+        try:
+            lines.append(f"  pid {child.pid}: {' '.join(child.cmdline())[:200]}")
+            child.kill()
+        except psutil.Error:
+            continue
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"{len(lines)} process(es) started by the tests were still running after them (now killed):"
+    if reporter is not None:
+        reporter.write_line(message, red=True, bold=True)
+        for line in lines:
+            reporter.write_line(line, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _alive(process) -> bool:
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -95,7 +95,7 @@ def test_exact_shapley_is_efficient_and_equals_brute_force(twin_lab):
         brute.append(total)
     everything, nothing = values[frozenset(names)], values[frozenset()]
     print("captum", result.unit_scores, "brute force", brute)
-    assert result.units.names == names
+    assert result.units.labels == names
     torch.testing.assert_close(
         torch.tensor(result.unit_scores), torch.tensor(brute, dtype=torch.float64), atol=2e-4, rtol=0
     )
@@ -188,7 +188,7 @@ def test_modality_shapley_pitch_and_colour(twin_lab):
             modality=("video", "audio"),
             progress=False,
         )
-        assert result.units.names == ["video", "audio"]
+        assert result.units.labels == ["video", "audio"]
         video, audio = result.unit_scores
         assert video > 0 and audio > 0, (example, result.unit_scores)
         assert abs(result.completeness_gap) < 1e-5  # float32 logits of values near 20
@@ -264,7 +264,7 @@ def test_input_occlusion_greys_the_shape_above_the_background(twin_lab):
             twin_lab, prompt, example.answer, unit="region", grid=(2, 2), progress=False
         )
         table = result.to_frame()
-        assert list(table.unit) == [u.name for u in grid]
+        assert list(table.unit) == [u.label for u in grid]
         assert table.score[touches].max() > table.score[~touches].max(), table[["unit", "score"]]
         assert result.details["encoder_runs"] == len(table)
         checked += 1

@@ -9,6 +9,7 @@ import torch
 import omni_lab as ol
 from omni_lab import OmniLabInputError
 from omni_lab.media import VideoClip
+from omni_lab.presets import layers
 from tests import synth
 
 
@@ -349,7 +350,7 @@ def test_memory_budget_refuses_with_the_estimate(small_lab):
         small_lab.run(prompt, capture=["routing", "residual"], cache=["llm.layers.*.in"], capture_budget=1000)
     from omni_lab.capture.session import CaptureSession
 
-    session = CaptureSession(small_lab.model, prompt, {"routing": ol.capture.routing()}, cache=["llm.layers.3.attn.k"])
+    session = CaptureSession(small_lab.model, prompt, [ol.capture.routing()], cache=["llm.layers.3.attn.k"])
     parts = session.estimate_bytes(4)
     text = small_lab.config.text_config
     assert parts["routing"] == 5 * (len(prompt) + 4) * (text.num_experts_per_tok * 12 + 4)  # 5 MoE layers
@@ -462,7 +463,7 @@ def test_masses_with_finer_segments_and_a_shortening_reducer(small_lab):
         reducer=ol.reducers.EVS(0.5),
         capture=[
             "routing",
-            ol.capture.attention_mass(segments="frame"),
+            ol.capture.attention_mass(segments="tubelet"),
             ol.capture.mamba_mass(segments="modality", layers=[0, 7]),
         ],
     )
@@ -480,3 +481,56 @@ def test_masses_with_finer_segments_and_a_shortening_reducer(small_lab):
     assert {"layer", "query", "segment", "label", "mass"} <= set(table.columns)
     ordered = ol.capture.combine_in_layer_order(run.attention_mass, run.mamba_mass)
     assert [layer for layer, _, _ in ordered] == sorted(run.attention_mass.layers + [0, 7])
+    assert all(mass.kind == kind and layer in mass.mass for layer, kind, mass in ordered)
+    with pytest.raises(OmniLabInputError, match="frame units overlap.*'tubelet'"):
+        ol.capture.attention_mass(segments="frame")
+
+
+def test_a_capture_kind_of_your_own_registers_in_a_few_lines_and_equals_a_manual_hook(small_lab):
+    """The README's example kind: the mean norm of the routed experts' output per modality and MoE layer."""
+    from collections import defaultdict
+    from functools import partial
+
+    @ol.capture.register
+    class RoutedNormByModality(ol.capture.CaptureKind):
+        name = "routed_norm_by_modality"
+
+        def setup(self):
+            self.norms = defaultdict(list)
+
+        def listeners(self):
+            return [(f"llm.layers.{i}.moe.routed", partial(self.listen, i)) for i in self.layers_of_kind("moe")]
+
+        def listen(self, layer, output):
+            self.norms[layer].append(output.detach().float().norm(dim=-1).reshape(-1))
+
+        def finish(self, token_map):
+            modality = token_map.by_position("modality")
+            table = {}
+            for layer, norms in self.norms.items():
+                norms = torch.cat(norms).numpy()
+                table[layer] = {m: float(norms[modality[: len(norms)] == m].mean()) for m in dict.fromkeys(modality)}
+            return table
+
+    try:
+        prompt = omni_prompt(small_lab)
+        run = small_lab.run(
+            prompt, max_new_tokens=2, capture=["routed_norm_by_modality"], cache=["llm.layers.*.moe.routed"]
+        )
+        mine = run.captures["routed_norm_by_modality"]
+        assert run.captures.routed_norm_by_modality is mine and sorted(run.captures) == ["routed_norm_by_modality"]
+        modality = run.token_map.by_position("modality")
+        moe_layers = [info.index for info in layers(small_lab.model) if info.kind == "moe"]
+        assert sorted(mine) == moe_layers
+        for layer in moe_layers:
+            cached = run.cache[f"llm.layers.{layer}.moe.routed"].float().norm(dim=-1).reshape(-1).numpy()
+            for name, value in mine[layer].items():
+                expected = cached[modality[: len(cached)] == name].mean()
+                assert value == pytest.approx(float(expected), rel=1e-6), (layer, name)
+        with pytest.raises(OmniLabInputError, match="already registered"):
+
+            @ol.capture.register
+            class Another(ol.capture.CaptureKind):
+                name = "routed_norm_by_modality"
+    finally:
+        ol.capture.KINDS.pop("routed_norm_by_modality", None)

@@ -41,7 +41,7 @@ def local(twin_lab, data):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return ol.studies.sweep(twin_lab, data, REDUCERS, RATES, max_new_tokens=1, progress_bar=False)
+        return ol.studies.sweep(twin_lab, data, REDUCERS, RATES, max_new_tokens=1, progress=False)
     finally:
         torch.set_num_threads(threads)
 
@@ -87,7 +87,7 @@ def after_chunks(monkeypatch, count, action):
 def test_ray_sweep_gives_the_local_rows(ray, local, data, tmp_path):
     out = tmp_path / "sweep.parquet"
     frame = ol.studies.sweep(
-        "toy", data, REDUCERS, RATES, max_new_tokens=1, progress_bar=False, out=out, cluster=cluster(chunk_size=27)
+        "toy", data, REDUCERS, RATES, max_new_tokens=1, progress=False, out=out, cluster=cluster(chunk_size=27)
     )
     assert len(frame) == len(data) * ROWS_PER_PROMPT
     same_rows(frame, local)
@@ -110,14 +110,19 @@ def test_a_killed_worker_still_gives_every_row_once(ray, local, data, tmp_path, 
 
     def kill_one():  # each worker holds chunks in flight: its process dies, Ray restarts it and retries them
         name = sorted(name for name in ray.util.list_named_actors() if name.startswith("omni-lab-"))[0]
-        ray.kill(ray.get_actor(name), no_restart=False)
-        killed.append(name)
+        actor = ray.get_actor(name)
+        before = ray.get(actor.pid.remote())
+        ray.kill(actor, no_restart=False)
+        after = ray.get(actor.pid.remote(), timeout=120)  # answered by the restarted actor
+        killed.append((name, before, after))
 
     after_chunks(monkeypatch, 1, kill_one)
     frame = ol.studies.sweep(
-        twin_lab, subset, REDUCERS, RATES, max_new_tokens=1, progress_bar=False, out=out, cluster=cluster(chunk_size=9)
+        twin_lab, subset, REDUCERS, RATES, max_new_tokens=1, progress=False, out=out, cluster=cluster(chunk_size=9)
     )
     assert killed, "the worker was not killed mid-study"
+    (_, before, after), = killed
+    assert after != before, "Ray did not restart the killed worker in a new process"
     table = stored(out)
     assert len(table) == len(subset) * ROWS_PER_PROMPT
     assert not table.duplicated(["prompt_key", "reducer", "rate", "control_for"]).any()
@@ -130,7 +135,7 @@ def test_a_killed_worker_still_gives_every_row_once(ray, local, data, tmp_path, 
 @pytest.mark.slow
 def test_an_interrupted_study_resumes_without_recomputing(ray, local, data, tmp_path, twin_lab, caplog, monkeypatch):
     subset, out = data[:8], tmp_path / "resumed.sqlite"
-    options = dict(max_new_tokens=1, progress_bar=False, out=out, cluster=cluster(chunk_size=9))
+    options = dict(max_new_tokens=1, progress=False, out=out, cluster=cluster(chunk_size=9))
 
     def interrupt():
         raise KeyboardInterrupt  # as Ctrl-C would, in the driver, after two chunks are stored
@@ -144,18 +149,37 @@ def test_an_interrupted_study_resumes_without_recomputing(ray, local, data, tmp_
     with caplog.at_level(logging.INFO, logger="omni_lab.studies"):
         frame = ol.studies.sweep(twin_lab, subset, REDUCERS, RATES, **options)
     assert f"sweep: {written} of {total} cells already in" in caplog.text
-    assert f"sweep: computed {total - written} cells" in caplog.text  # the cells already written were not recomputed
+    assert f"sweep: computing {total - written} cells on" in caplog.text  # only the cells not written go to Ray
     table = stored(out)
     assert len(table) == total and not table.duplicated(["prompt_key", "reducer", "rate", "control_for"]).any()
     same_rows(frame, local[local.prompt < len(subset)])
 
 
-def test_a_local_rerun_resumes_from_its_output(twin_lab, tmp_path, caplog):
+def count_cells(monkeypatch, module, name: str) -> list:
+    """Wrap a study's cell function (looked up when the study runs) to record the keys of the cells it computes."""
+    import importlib
+
+    module = importlib.import_module(module)
+    original, computed = getattr(module, name), []
+
+    def counting(lab, prompt_of, cells, **options):
+        computed.extend(cell.key for cell in cells)
+        return original(lab, prompt_of, cells, **options)
+
+    monkeypatch.setattr(module, name, counting)
+    return computed
+
+
+def test_a_local_rerun_resumes_from_its_output(twin_lab, tmp_path, caplog, monkeypatch):
     data, out = ol.studies.Dataset.shapesworld(2, families=["image"], seed=5), tmp_path / "local.parquet"
-    first = ol.studies.sweep(twin_lab, data[:1], ["randomdrop"], [0.5], max_new_tokens=1, progress_bar=False, out=out)
+    computed = count_cells(monkeypatch, "omni_lab.studies.sweep", "compute_cells")
+    first = ol.studies.sweep(twin_lab, data[:1], ["randomdrop"], [0.5], max_new_tokens=1, progress=False, out=out)
+    assert len(computed) == 3 and {key[0] for key in computed} == {data.keys[0]}
+    computed.clear()
     with caplog.at_level(logging.INFO, logger="omni_lab.studies"):
-        both = ol.studies.sweep(twin_lab, data, ["randomdrop"], [0.5], max_new_tokens=1, progress_bar=False, out=out)
-    assert "sweep: 3 of 6 cells already in" in caplog.text and "sweep: computed 3 cells" in caplog.text
+        both = ol.studies.sweep(twin_lab, data, ["randomdrop"], [0.5], max_new_tokens=1, progress=False, out=out)
+    assert "sweep: 3 of 6 cells already in" in caplog.text and "sweep: computing 3 cells on" in caplog.text
+    assert len(computed) == 3 and {key[0] for key in computed} == {data.keys[1]}  # the first prompt's: not again
     same_rows(both.iloc[:3], first)
     pd.testing.assert_frame_equal(_typed(pd.read_parquet(out)).drop(columns=TIMING), both.drop(columns=TIMING))
 
@@ -206,7 +230,7 @@ def test_importing_omni_lab_and_a_local_sweep_never_import_ray():
         "import sys, omni_lab as ol, omni_lab.cluster, omni_lab.studies; ol.cluster.Ray(); "
         "data = ol.studies.Dataset.shapesworld(1, families=['image']); "
         "frame = ol.studies.sweep(ol.load('toy', progress=False), data, ['randomdrop'], [0.5], max_new_tokens=1, "
-        "progress_bar=False); assert len(frame) == 3; assert 'ray' not in sys.modules, 'ray imported'"
+        "progress=False); assert len(frame) == 3; assert 'ray' not in sys.modules, 'ray imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -245,7 +269,12 @@ def test_dataset_rows_keys_and_files(twin_lab, tmp_path):
 
 # ------------------------------------------------------------------ per-prompt studies over a Dataset, here and on Ray
 PER_PROMPT = ["reinsertion", "pruned_contribution", "routing_shift"]
-OPTIONS = {"reinsertion": {"groups": "frame"}, "pruned_contribution": {"max_tokens": 3, "seed": 1}, "routing_shift": {}}
+CELL_FUNCTIONS = {
+    "reinsertion": ("omni_lab.studies.reinsertion", "compute_cells"),
+    "pruned_contribution": ("omni_lab.studies.contribution", "compute_cells"),
+    "routing_shift": ("omni_lab.studies.routing", "shift_cells"),
+}
+OPTIONS = {"reinsertion": {"groups": "tubelet"}, "pruned_contribution": {"max_tokens": 3, "seed": 1}, "routing_shift": {}}
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +306,7 @@ def each_prompt_alone(lab, data, study: str):
         if study == "routing_shift":
             frames.append(ol.studies.routing_shift(lab, prompt, reducer()).assign(**tags))
             continue
-        result = getattr(ol.studies, study)(lab, prompt, reducer(), progress_bar=False, **OPTIONS[study])
+        result = getattr(ol.studies, study)(lab, prompt, reducer(), progress=False, **OPTIONS[study])
         tags |= {"target": result.target, "target_token": result.target_token}
         if study == "reinsertion":
             frames.append(result.groups.assign(**tags))
@@ -319,16 +348,21 @@ def same_specialization(result, expected):
 
 
 @pytest.mark.slow
-def test_per_prompt_studies_over_a_dataset_equal_each_prompt_alone_and_resume(twin_lab, four, tmp_path, caplog):
+def test_per_prompt_studies_over_a_dataset_equal_each_prompt_alone_and_resume(
+    twin_lab, four, tmp_path, caplog, monkeypatch
+):
     for study, suffix in zip(PER_PROMPT, ["sqlite", "parquet", "sqlite"], strict=True):
         run, out = getattr(ol.studies, study), tmp_path / f"{study}.{suffix}"
         expected = each_prompt_alone(twin_lab, four, study)
-        first = run(twin_lab, four[:2], reducer(), progress_bar=False, out=out, **OPTIONS[study])
+        first = run(twin_lab, four[:2], reducer(), progress=False, out=out, **OPTIONS[study])
         same_table(first, expected[expected.prompt < 2])
+        computed = count_cells(monkeypatch, *CELL_FUNCTIONS[study])
         with caplog.at_level(logging.INFO, logger="omni_lab.studies"):
             caplog.clear()
-            frame = run(twin_lab, four, reducer(), progress_bar=False, out=out, **OPTIONS[study])
-        assert f"{study}: 2 of 4 prompts already in" in caplog.text and f"{study}: computed 2 prompts" in caplog.text
+            frame = run(twin_lab, four, reducer(), progress=False, out=out, **OPTIONS[study])
+        assert f"{study}: 2 of 4 cells already in" in caplog.text and f"{study}: computing 2 cells" in caplog.text
+        assert computed == four.keys[2:], computed  # the two prompts already stored were not computed again
+        monkeypatch.undo()
         same_table(frame, expected)
         if suffix == "sqlite":
             with sqlite3.connect(out) as connection:
@@ -337,16 +371,16 @@ def test_per_prompt_studies_over_a_dataset_equal_each_prompt_alone_and_resume(tw
         else:
             pd.testing.assert_frame_equal(pd.read_parquet(out)[["prompt_key"]], frame[["prompt_key"]])
             assert not (tmp_path / f"{study}.parquet.parts").exists()
-    listed = ol.studies.reinsertion(twin_lab, [four.prompt(twin_lab, 1)], reducer(), progress_bar=False)
+    listed = ol.studies.reinsertion(twin_lab, [four.prompt(twin_lab, 1)], reducer(), progress=False)
     same_table(listed, each_prompt_alone(twin_lab, four[1:2], "reinsertion").assign(prompt_key="0"))
 
     prompts = [four.prompt(twin_lab, index) for index in range(len(four))]
-    expected = ol.studies.expert_specialization(twin_lab, prompts, reducer=reducer(), top=3, progress_bar=False)
+    expected = ol.studies.expert_specialization(twin_lab, prompts, reducer=reducer(), top=3, progress=False)
     out = tmp_path / "specialization.sqlite"
-    ol.studies.expert_specialization(twin_lab, four[:3], reducer=reducer(), top=3, progress_bar=False, out=out)
+    ol.studies.expert_specialization(twin_lab, four[:3], reducer=reducer(), top=3, progress=False, out=out)
     with caplog.at_level(logging.INFO, logger="omni_lab.studies"):
-        result = ol.studies.expert_specialization(twin_lab, four, reducer=reducer(), top=3, progress_bar=False, out=out)
-    assert "expert_specialization: 3 of 4 prompts already in" in caplog.text
+        result = ol.studies.expert_specialization(twin_lab, four, reducer=reducer(), top=3, progress=False, out=out)
+    assert "expert_specialization: 3 of 4 cells already in" in caplog.text
     same_specialization(result, expected)  # pooled from rows read back for three prompts and one computed now
 
 
@@ -356,7 +390,7 @@ def test_ray_per_prompt_study_gives_each_prompts_local_rows(ray, twin_lab, four,
     with one_thread():
         expected = each_prompt_alone(twin_lab, four, study)
     run = getattr(ol.studies, study)
-    frame = run("toy", four, reducer(), progress_bar=False, cluster=cluster(chunk_size=1), **OPTIONS[study])
+    frame = run("toy", four, reducer(), progress=False, cluster=cluster(chunk_size=1), **OPTIONS[study])
     same_table(frame, expected)
     assert list(dict.fromkeys(frame.prompt_key)) == four.keys
 
@@ -365,9 +399,9 @@ def test_ray_per_prompt_study_gives_each_prompts_local_rows(ray, twin_lab, four,
 def test_ray_expert_specialization_pools_as_the_local_run(ray, twin_lab, four):
     with one_thread():
         prompts = [four.prompt(twin_lab, index) for index in range(len(four))]
-        expected = ol.studies.expert_specialization(twin_lab, prompts, reducer=reducer(), top=3, progress_bar=False)
+        expected = ol.studies.expert_specialization(twin_lab, prompts, reducer=reducer(), top=3, progress=False)
     result = ol.studies.expert_specialization(
-        twin_lab, four, reducer=reducer(), top=3, progress_bar=False, cluster=cluster(chunk_size=1)
+        twin_lab, four, reducer=reducer(), top=3, progress=False, cluster=cluster(chunk_size=1)
     )
     same_specialization(result, expected)
     assert set(result.top_tokens.prompt) <= set(range(len(four))) and len(result.top_tokens)
@@ -376,7 +410,7 @@ def test_ray_expert_specialization_pools_as_the_local_run(ray, twin_lab, four):
 @pytest.mark.slow
 def test_an_interrupted_ray_reinsertion_resumes_without_recomputing(ray, twin_lab, four, tmp_path, caplog, monkeypatch):
     out = tmp_path / "reinsertion.sqlite"
-    options = dict(progress_bar=False, out=out, cluster=cluster(chunk_size=1), **OPTIONS["reinsertion"])
+    options = dict(progress=False, out=out, cluster=cluster(chunk_size=1), **OPTIONS["reinsertion"])
 
     def interrupt():
         raise KeyboardInterrupt  # as Ctrl-C would, in the driver, after one prompt is stored
@@ -389,7 +423,7 @@ def test_an_interrupted_ray_reinsertion_resumes_without_recomputing(ray, twin_la
         assert pd.read_sql("select prompt_key from reinsertion", connection).prompt_key.nunique() == 1
     with caplog.at_level(logging.INFO, logger="omni_lab.studies"):
         frame = ol.studies.reinsertion(twin_lab, four, reducer(), **options)
-    assert "reinsertion: 1 of 4 prompts already in" in caplog.text and "reinsertion: computed 3 prompts" in caplog.text
+    assert "reinsertion: 1 of 4 cells already in" in caplog.text and "reinsertion: computing 3 cells" in caplog.text
     with sqlite3.connect(out) as connection:
         table = pd.read_sql("select * from reinsertion", connection)
     assert len(table) == len(frame) and not table.duplicated(["prompt_key", "group"]).any()
@@ -411,3 +445,19 @@ def test_bad_cluster_values_on_the_per_prompt_studies_name_the_fix(twin_lab, fou
                 run(twin_lab, prompt, reducer(), cluster=cluster())
     with pytest.raises(OmniLabInputError, match="needs a Lab"):
         ol.studies.routing_shift("toy", four, reducer())
+
+
+def test_a_thread_pool_of_labs_gives_the_local_rows(twin_lab, data):
+    """A third executor, with no change to the studies: two labs in this process, one thread each."""
+    from omni_lab.executors import Threads
+
+    subset = data[:4]
+    with one_thread():
+        expected = ol.studies.sweep(twin_lab, subset, REDUCERS, RATES, max_new_tokens=1, progress=False)
+        pool = Threads([twin_lab, ol.load("toy", progress=False)], chunk_size=5)
+        frame = ol.studies.sweep("toy", subset, REDUCERS, RATES, max_new_tokens=1, progress=False, cluster=pool)
+        same_rows(frame, expected)
+        shifted = ol.studies.routing_shift(twin_lab, subset, reducer(), progress=False, cluster=pool)
+        same_table(shifted, ol.studies.routing_shift(twin_lab, subset, reducer(), progress=False))
+    with pytest.raises(OmniLabInputError, match="list of at least one Lab"):
+        Threads([])

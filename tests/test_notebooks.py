@@ -42,7 +42,7 @@ def _read(path: Path) -> dict:
 
 def test_the_numbered_set_is_there():
     assert [path.stem for path in NOTEBOOKS] == EXPECTED
-    assert (NOTEBOOK_DIR / "__init__.py").is_file(), "notebooks/ ships as the package omni_lab.notebooks"
+    assert not (NOTEBOOK_DIR / "__init__.py").exists(), "notebooks/ must not be a regular package (it would shadow)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
@@ -118,8 +118,11 @@ def test_notebooks_command_needs_no_model_import():
 
 @pytest.mark.slow
 def test_notebooks_command_serves_jupyterlab_on_localhost(tmp_path):
-    """The real command: JupyterLab on 127.0.0.1 serving the copied notebooks (no browser opened)."""
+    """The real command: JupyterLab on 127.0.0.1 serving the copied notebooks (no browser opened). The command becomes
+    the server (exec), so the signal that stops `omni-lab notebooks` stops JupyterLab and the kernel it started: no
+    process it started outlives it."""
     pytest.importorskip("jupyterlab")
+    psutil = pytest.importorskip("psutil")
     from tests.browser_support import free_port, stop_process
 
     port, token = free_port(), "omni-lab-test-token"
@@ -136,16 +139,17 @@ def test_notebooks_command_serves_jupyterlab_on_localhost(tmp_path):
     target = tmp_path / "lab"
     command = [sys.executable, "-m", "omni_lab.cli", "notebooks", str(target), "--no-browser", "--port", str(port)]
     log = tmp_path / "server.log"
+    api = f"http://127.0.0.1:{port}/api"
     with open(log, "w") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
+        started: list = []
         try:
             listing, deadline = None, time.monotonic() + 120
             while listing is None:
                 assert process.poll() is None, f"the server exited: {log.read_text()}"
                 assert time.monotonic() < deadline, f"JupyterLab did not answer: {log.read_text()}"
                 try:
-                    url = f"http://127.0.0.1:{port}/api/contents?token={token}"
-                    with urllib.request.urlopen(url, timeout=2) as response:
+                    with urllib.request.urlopen(f"{api}/contents?token={token}", timeout=2) as response:
                         listing = json.load(response)
                 except OSError:
                     time.sleep(0.5)
@@ -153,8 +157,20 @@ def test_notebooks_command_serves_jupyterlab_on_localhost(tmp_path):
             assert served == sorted(path.name for path in NOTEBOOKS)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as response:
                 assert response.status == 200 and b"JupyterLab" in response.read()
+            server = psutil.Process(process.pid)
+            assert "jupyterlab" in server.cmdline(), f"omni-lab should exec JupyterLab: {server.cmdline()}"
+            request = urllib.request.Request(f"{api}/kernels?token={token}", data=b"{}", method="POST")
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 201
+            deadline = time.monotonic() + 60
+            while not any("ipykernel" in " ".join(child.cmdline()) for child in server.children(recursive=True)):
+                assert time.monotonic() < deadline, "the kernel never started"
+                time.sleep(0.5)
+            started = server.children(recursive=True)
         finally:
             stop_process(process)
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, f"still running after `omni-lab notebooks` was stopped: {[p.cmdline() for p in alive]}"
 
 
 # --------------------------------------------------------------------------------------------------- execution

@@ -11,6 +11,7 @@ import torch
 
 import omni_lab as ol
 from omni_lab import OmniLabInputError
+from omni_lab.presets import layers
 from omni_lab.reduction import Reduction
 from omni_lab.toy import shapesworld
 
@@ -100,19 +101,45 @@ def twin64():
     return ol.load("toy", dtype=torch.float64, progress=False)
 
 
+def _frozen_routing(lab):
+    """Interventions that hold every MoE layer's expert choice at what the first forward chose, with the router's own
+    weights for them (sigmoid scores gathered, normalised, scaled: what transformers computes). The top-k makes the
+    model piecewise smooth: seen with transformers 5.25, this example's log-probability jumps by 3e-4 within 1e-4 of
+    the point along its gradient, where a router tie flips. With the choice held, the function is smooth and its
+    gradient at the point is the model's (asserted in the test)."""
+    config = lab.config.text_config
+    chosen: dict[str, torch.Tensor] = {}
+
+    def hold(router_output, context):
+        logits, weights, indices = router_output
+        if context.name not in chosen:
+            chosen[context.name] = indices.detach().clone()
+            return router_output
+        held = chosen[context.name]
+        picked = logits.sigmoid().gather(1, held)
+        if config.norm_topk_prob:
+            picked = picked / (picked.sum(-1, keepdim=True) + 1e-20)
+        return logits, (picked * config.routed_scaling_factor).to(weights.dtype), held
+
+    moe = [info.index for info in layers(lab.model) if info.kind == "moe"]
+    return [ol.patch(f"llm.layers.{index}.moe.router", hold) for index in moe]
+
+
 def test_gradient_of_answer_log_probability_equals_finite_differences(twin64):
     lab = twin64
     example, prompt = _example_prompt(lab, 11, "omni")
     run = lab.run(prompt, max_new_tokens=8, reducer=None)
     answer = torch.tensor(run.generated_ids)
-    prepared = lab.embeds(prompt, reducer=None)
+    prepared = lab.prepare(prompt, reducer=None, grad=True)
     assert prepared.embeds.dtype == torch.float64 and prepared.embeds.requires_grad
     x = prepared.embeds.detach().requires_grad_(True)
     with torch.no_grad():
         answer_embeds = lab.model.get_input_embeddings()(answer[None, :-1])
 
-    def log_probability(embeds):
-        logits = lab.forward_embeds(torch.cat([embeds, answer_embeds], dim=1), prepared.token_map)
+    def log_probability(embeds, interventions=None):
+        logits = lab.logits_from_embeds(
+            torch.cat([embeds, answer_embeds], dim=1), prepared.token_map, interventions=interventions
+        )
         assert logits.dtype == torch.float64
         start = embeds.shape[1] - 1
         steps = torch.log_softmax(logits[0, start : start + len(answer)], dim=-1)
@@ -121,10 +148,16 @@ def test_gradient_of_answer_log_probability_equals_finite_differences(twin64):
     value = log_probability(x)
     (gradient,) = torch.autograd.grad(value, x)
     assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+    frozen = _frozen_routing(lab)
+    held_value = log_probability(x, frozen)  # the first call records the choice at x
+    (held_gradient,) = torch.autograd.grad(held_value, x)
+    assert float(held_value.detach()) == float(value.detach())
+    torch.testing.assert_close(held_gradient, gradient, rtol=0, atol=1e-12)  # holding the choice changes nothing at x
 
     def central_difference(direction, eps):
         with torch.no_grad():
-            return float((log_probability(x + eps * direction) - log_probability(x - eps * direction)) / (2 * eps))
+            plus, minus = log_probability(x + eps * direction, frozen), log_probability(x - eps * direction, frozen)
+            return float((plus - minus) / (2 * eps))
 
     # transformers keeps norms and the router in float32 inside a float64 model, so f carries float32 rounding
     # (about 1e-8 here): single coordinates (gradients near 1e-4) need steps of 1e-2 (measured error <= 1.5%); along
@@ -149,8 +182,8 @@ def test_gradient_of_answer_log_probability_equals_finite_differences(twin64):
 
 def test_gradient_reaches_the_encoders_when_media_are_not_given(twin_lab):
     _, prompt = _example_prompt(twin_lab, 5, "image")
-    prepared = twin_lab.embeds(prompt, reducer=None)
-    logits = twin_lab.forward_embeds(prepared.embeds, prepared.token_map)
+    prepared = twin_lab.prepare(prompt, reducer=None, grad=True)
+    logits = twin_lab.logits_from_embeds(prepared.embeds, prepared.token_map)
     logits[0, -1].max().backward()
     projector = twin_lab.model.multi_modal_projector
     grads = [p.grad for p in projector.parameters() if p.grad is not None]
@@ -158,23 +191,23 @@ def test_gradient_reaches_the_encoders_when_media_are_not_given(twin_lab):
     twin_lab.model.zero_grad(set_to_none=True)
 
 
-def test_forward_embeds_honours_interventions(twin_lab):
+def test_logits_from_embeds_honours_interventions(twin_lab):
     _, prompt = _example_prompt(twin_lab, 6, "video")
     prepared = twin_lab.prepare(prompt, reducer=None)
     ablation = [ol.ablate_tokens(modality="video")]
     with torch.no_grad():
-        plain = twin_lab.forward_embeds(prepared.embeds, prepared.token_map)
-        ablated = twin_lab.forward_embeds(prepared.embeds, prepared.token_map, interventions=ablation)
+        plain = twin_lab.logits_from_embeds(prepared.embeds, prepared.token_map)
+        ablated = twin_lab.logits_from_embeds(prepared.embeds, prepared.token_map, interventions=ablation)
     reference = twin_lab.logits(prompt, reducer=None, interventions=ablation)
     torch.testing.assert_close(ablated, reference, rtol=0, atol=1e-5)
     assert (plain[0, -1] - ablated[0, -1]).abs().max() > 1e-3
     with torch.no_grad():
-        last = twin_lab.forward_embeds(prepared.embeds, prepared.token_map, logits_to_keep=3)
+        last = twin_lab.logits_from_embeds(prepared.embeds, prepared.token_map, logits_to_keep=3)
     torch.testing.assert_close(last, plain[:, -3:], rtol=0, atol=1e-5)  # the head on 3 rows vs all: float32 order
     with pytest.raises(OmniLabInputError, match="width"):
-        twin_lab.forward_embeds(torch.zeros(1, 3, 7), prepared.token_map)
+        twin_lab.logits_from_embeds(torch.zeros(1, 3, 7), prepared.token_map)
     with pytest.raises(OmniLabInputError, match="logits_to_keep"):
-        twin_lab.forward_embeds(prepared.embeds, prepared.token_map, logits_to_keep=-1)
+        twin_lab.logits_from_embeds(prepared.embeds, prepared.token_map, logits_to_keep=-1)
 
 
 # -------------------------------------------------------------------------------------------------- streaming

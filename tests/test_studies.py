@@ -30,7 +30,7 @@ def test_sweep_columns_controls_and_reproducibility(toy_lab, tmp_path):
     prompts = [video_prompt(toy_lab, reference="left"), (paired, "right")]
     reducers, rates = [ol.reducers.EVS], [0.5, 0.75]
     first = ol.studies.sweep(
-        toy_lab, prompts, reducers, rates, max_new_tokens=2, progress_bar=False, out=tmp_path / "sweep.parquet"
+        toy_lab, prompts, reducers, rates, max_new_tokens=2, progress=False, out=tmp_path / "sweep.parquet"
     )
     assert paired.reference is None  # the pair's reference went to a copy, not into the caller's prompt
     assert list(first.columns) == COLUMNS
@@ -49,7 +49,7 @@ def test_sweep_columns_controls_and_reproducibility(toy_lab, tmp_path):
         )
         assert "RandomDrop" in control_row.reducer
     second = ol.studies.sweep(
-        toy_lab, prompts, reducers, rates, max_new_tokens=2, progress_bar=False, out=tmp_path / "sweep.sqlite"
+        toy_lab, prompts, reducers, rates, max_new_tokens=2, progress=False, out=tmp_path / "sweep.sqlite"
     )
     pd.testing.assert_frame_equal(first.drop(columns=TIMING), second.drop(columns=TIMING))
     parquet = pd.read_parquet(tmp_path / "sweep.parquet")
@@ -78,7 +78,7 @@ def test_an_error_inside_a_reducer_factory_surfaces_once_and_before_any_run(toy_
 
     prompt = toy_lab.prompt("Count to three.")
     with pytest.raises(TypeError, match="does not take that argument") as caught:
-        ol.studies.sweep(toy_lab, [prompt], [factory], [0.5], progress_bar=False)
+        ol.studies.sweep(toy_lab, [prompt], [factory], [0.5], progress=False)
     assert calls == [0.5]  # called once: no retry with other arguments
     assert caught.value.__context__ is None  # not raised while handling another TypeError
 
@@ -86,25 +86,25 @@ def test_an_error_inside_a_reducer_factory_surfaces_once_and_before_any_run(toy_
 def test_reinsertion_groups_and_full_restoration(toy_lab):
     prompt = video_prompt(toy_lab, frames=8)
     reducer = ol.reducers.EVS(0.75)
-    by_frame = ol.studies.reinsertion(toy_lab, prompt, reducer, groups="frame", progress_bar=False)
-    assert isinstance(by_frame, ol.studies.ReinsertionResult)
+    by_tubelet = ol.studies.reinsertion(toy_lab, prompt, reducer, groups="tubelet", progress=False)
+    assert isinstance(by_tubelet, ol.studies.ReinsertionResult)
     reduced = toy_lab.run(prompt, max_new_tokens=1, reducer=reducer)
     df = reduced.token_map.df
     pruned = df[(df.modality == "video") & ~df.kept]
-    groups = by_frame.groups.iloc[2:]
+    groups = by_tubelet.groups.iloc[2:]
     assert len(groups) == pruned.tubelet.nunique() and groups.tokens_restored.sum() == len(pruned)
-    for label, rows in by_frame.group_rows.items():  # each frame group holds the pruned tokens of one tubelet
+    for label, rows in by_tubelet.group_rows.items():  # each tubelet group holds the pruned tokens of one tubelet
         assert set(rows) <= set(pruned.index) and pruned.loc[rows].tubelet.nunique() == 1, label
-    recovered = by_frame.row_scores("recovered")
-    assert recovered.shape == (len(by_frame.token_map),)
+    recovered = by_tubelet.row_scores("recovered")
+    assert recovered.shape == (len(by_tubelet.token_map),)
     assert np.isfinite(recovered[pruned.index]).all() and np.isnan(np.delete(recovered, pruned.index)).all()
-    assert by_frame.target_token == toy_lab.tokenizer.decode([by_frame.target])
-    everything = ol.studies.reinsertion(toy_lab, prompt, reducer, groups="topk", k=10_000, progress_bar=False)
+    assert by_tubelet.target_token == toy_lab.tokenizer.decode([by_tubelet.target])
+    everything = ol.studies.reinsertion(toy_lab, prompt, reducer, groups="topk", k=10_000, progress=False)
     unreduced, restored = everything.groups.iloc[0], everything.groups.iloc[2]
     assert restored.tokens_restored == len(pruned)
     assert restored.margin == pytest.approx(unreduced.margin, abs=1e-5)  # all back = the unreduced run
     assert restored.recovered == pytest.approx(1.0, abs=1e-3) or abs(unreduced.delta_margin) < 1e-6
-    regions = ol.studies.reinsertion(toy_lab, prompt, reducer, groups="region", regions=2, progress_bar=False)
+    regions = ol.studies.reinsertion(toy_lab, prompt, reducer, groups="region", grid=2, progress=False)
     assert regions.groups.iloc[2:].tokens_restored.sum() == len(pruned)
     height, width = df[df.modality == "video"]["row"].max() + 1, df[df.modality == "video"]["col"].max() + 1
     for label, rows in regions.group_rows.items():  # "video 0 region r,c": cells in that quarter of the grid
@@ -121,7 +121,7 @@ def hand_margin(logits, target):
 
 def test_pruned_contribution_rows_summary_and_an_ablation_by_hand(toy_lab):
     prompt = video_prompt(toy_lab, frames=4)
-    result = ol.studies.pruned_contribution(toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=1000, progress_bar=False)
+    result = ol.studies.pruned_contribution(toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=1000, progress=False)
     frame = result.tokens
     video_tokens = prompt.token_map.counts()["video"]
     assert len(frame) == video_tokens == result.dropped + result.kept
@@ -159,10 +159,10 @@ def test_pruned_contribution_rows_summary_and_an_ablation_by_hand(toy_lab):
     assert effects[int(strongest.row)] == strongest.effect and np.isnan(effects[decision.modality != "video"]).all()
 
     sampled = ol.studies.pruned_contribution(
-        toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=5, seed=3, progress_bar=False
+        toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=5, seed=3, progress=False
     )
     again = ol.studies.pruned_contribution(
-        toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=5, seed=3, progress_bar=False
+        toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=5, seed=3, progress=False
     )
     assert len(sampled.tokens) == 5 and sampled.tokens.row.tolist() == again.tokens.row.tolist()
 
@@ -182,7 +182,7 @@ def test_routing_shift_is_zero_without_reduction_and_counts_survivors(toy_lab):
 
 def test_expert_specialization_pools_prompts(toy_lab):
     prompts = [video_prompt(toy_lab, frames=4), "Count to three."]
-    result = ol.studies.expert_specialization(toy_lab, prompts, reducer=None, top=3, progress_bar=False)
+    result = ol.studies.expert_specialization(toy_lab, prompts, reducer=None, top=3, progress=False)
     load = result.load
     top_k = toy_lab.config.text_config.num_experts_per_tok
     layer = load.layer.min()

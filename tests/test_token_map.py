@@ -153,23 +153,6 @@ def test_by_position_follows_the_positions_the_llm_saw(toy_lab):
     assert len(rows) == full.num_positions and (full["position"][rows] == np.arange(full.num_positions)).all()
 
 
-def test_region_of_splits_each_items_grid_by_hand():
-    from omni_lab.token_map import TokenMap, _empty_columns
-
-    columns = _empty_columns(4 * 6 + 2)
-    columns["modality"][:24] = "image"
-    columns["item"][:24] = 0
-    columns["row"][:24], columns["col"][:24] = np.divmod(np.arange(24), 6)  # a 4 x 6 grid, then two text rows
-    columns["kept"][:24] = np.arange(24) < 18  # the last grid row pruned: the grid must still count 4 rows
-    token_map = TokenMap(columns)
-    regions = token_map.region_of(2)
-    for cell in range(24):
-        row, col = divmod(cell, 6)
-        assert regions[cell].tolist() == [row // 2, col // 3]  # 4 rows -> 2 per region, 6 cols -> 3 per region
-    assert regions[24:].tolist() == [[-1, -1], [-1, -1]]
-    assert np.array_equal(token_map.region_of(3)[:6, 1], [0, 0, 1, 1, 2, 2])
-
-
 def test_with_llm_drop_works_before_or_after_the_generated_rows(toy_lab):
     reduced, _ = _reduced_map_with_generated_rows(toy_lab)
     positions = reduced.num_positions

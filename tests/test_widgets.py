@@ -15,6 +15,9 @@ import pytest
 
 import omni_lab as ol
 from omni_lab import OmniLabInputError
+from omni_lab.capture import combine_in_layer_order
+from omni_lab.modalities import MEDIA, VISUAL
+from omni_lab.token_map import STATUSES
 from omni_lab.toy import shapesworld
 
 plotly = pytest.importorskip("plotly")
@@ -30,8 +33,6 @@ from omni_lab.widgets import (  # noqa: E402
     TokenReductionMap,
     data,
 )
-
-MEDIA = ("image", "video", "audio")
 
 
 # ------------------------------------------------------------------------------------------------------- fixtures
@@ -64,15 +65,15 @@ def audio_run(twin_lab):
         example.prompt(twin_lab),
         max_new_tokens=6,
         capture=[
-            ol.capture.attention_mass(segments="audio_window", window_seconds=0.5, queries="answer"),
-            ol.capture.mamba_mass(segments="audio_window", window_seconds=0.5, queries="answer"),
+            ol.capture.attention_mass(segments="audio_window", seconds=0.5, queries="answer"),
+            ol.capture.mamba_mass(segments="audio_window", seconds=0.5, queries="answer"),
         ],
         reducer={"audio": ol.reducers.AudioMerge(0.4), "video": ol.reducers.EVS(0.3)},
     )
 
 
 def _media_rows(token_map) -> np.ndarray:
-    return np.flatnonzero(np.isin(np.asarray(token_map["modality"]), MEDIA))
+    return np.flatnonzero(token_map.rows(modality=MEDIA))
 
 
 # --------------------------------------------------------------------------------------------------- data: tokens
@@ -152,6 +153,24 @@ def test_merged_tokens_point_at_kept_tokens_of_their_image(image_run):
     np.testing.assert_allclose(merged.target_cx.to_numpy(), expected_cx)
 
 
+def test_panels_are_the_partitions_image_and_tubelet_units(omni_run, image_run):
+    for run in (omni_run, image_run):
+        token_map = run.token_map
+        units = list(token_map.partition("tubelet").only(VISUAL))
+        panels = data.media_panels(token_map)
+        assert [panel.unit.label for panel in panels] == [unit.label for unit in units]
+        for panel, unit in zip(panels, units, strict=True):
+            np.testing.assert_array_equal(np.sort(panel.rows), np.flatnonzero(unit.rows))
+            assert panel.label.startswith(unit.label)  # the one label format, then what the picture shows
+    video = omni_run.prompt.videos[0]
+    last = data.media_panels(omni_run.token_map)[-1]
+    first, final = last.frames[0], last.frames[-1]
+    assert last.short_label == f"v0 f{first}-{final}" and f"frames {first}-{final}" in last.label
+    times = dict(zip(video.frame_indices, video.timestamps(), strict=True))
+    assert (last.t0, last.t1) == pytest.approx((times[first], times[final]), abs=1e-6)
+    assert data.media_panels(image_run.token_map)[0].short_label == "img 0"
+
+
 def test_reduction_counts_match_the_ledger(omni_run):
     panels = data.media_panels(omni_run.token_map)
     counts = data.reduction_counts(omni_run.token_map, panels)
@@ -160,6 +179,43 @@ def test_reduction_counts_match_the_ledger(omni_run):
     assert int(counts.kept.sum()) == int(ledger.loc["video", "kept"])
     assert int(counts.pruned.sum()) == int(ledger.loc["video", "pruned"])
     assert counts.kept.iloc[0] == counts.tokens.iloc[0]  # EVS keeps the first tubelet whole
+
+
+def test_reducer_menu_and_slider_ask_the_reducers(omni_run, image_run):
+    from omni_lab.reduction.names import REDUCER_NAMES
+
+    classes = {cls.__name__: cls for cls in REDUCER_NAMES.values()}
+    video_panels = data.media_panels(omni_run.token_map)
+    image_panels = data.media_panels(image_run.token_map)
+    assert data.reducer_choices(video_panels) == [n for n, cls in classes.items() if "video" in cls.modalities]
+    assert data.reducer_choices(image_panels) == [n for n, cls in classes.items() if "image" in cls.modalities]
+    assert "AudioMerge" not in data.reducer_choices(video_panels)  # the map draws no audio
+    uniform = ol.reducers.UniformTemporal(4)
+    assert data.slider_setting(uniform, video_panels) == ("UniformTemporal", pytest.approx(uniform.rate))
+    assert data.make_reducer("UniformTemporal", uniform.rate).keep_every == 4  # the slider's rate round-trips
+    assert data.slider_setting(ol.reducers.EVS(0.3), video_panels) == ("EVS", pytest.approx(0.3))
+    assert data.slider_setting(ol.reducers.AudioMerge(0.3), video_panels) == ("EVS", pytest.approx(0.3))
+    assert data.slider_setting(None, image_panels) == ("DivPrune", pytest.approx(0.5))
+    with pytest.raises(OmniLabInputError, match="rate slider"):
+        data.make_reducer("FastV", 0.5)
+
+
+def test_one_palette_for_widgets_and_playground(omni_run):
+    from omni_lab.playground import figures as playground_figures
+    from omni_lab.widgets import palette, render
+
+    assert palette.STATUS_COLOURS == {"kept": "#2ca02c", "merged": "#1f77b4", "pruned": "#d62728"}
+    assert not hasattr(render, "STATUS_COLOURS") and not hasattr(playground_figures, "STATUS_COLOURS")
+    bars = TokenReductionMap(omni_run).figure().data[-3:]
+    assert {bar.name: bar.marker.color for bar in bars} == palette.STATUS_COLOURS
+    counts = playground_figures.token_counts_figure(omni_run)
+    assert {bar.name: bar.marker.color for bar in counts.data} == palette.STATUS_COLOURS
+    token_map = omni_run.token_map
+    modality, kept, merged = token_map["modality"], token_map["kept"], token_map["merged_into"] >= 0
+    status = np.where(kept, "kept", np.where(merged, "merged", "pruned"))
+    for bar in counts.data:
+        expected = [int(((modality == name) & (status == bar.name)).sum()) for name in bar.x]
+        assert list(bar.y) == expected, bar.name
 
 
 # -------------------------------------------------------------------------------------------------- data: routing
@@ -171,7 +227,7 @@ def test_routing_loads_sum_to_k_times_layers_times_positions(omni_run):
     assert loads["all"].shape == (layers, routing.num_experts)
     assert int(loads["all"].sum()) == k * layers * positions
     np.testing.assert_array_equal(loads["all"].sum(1), np.full(layers, k * positions))
-    modality = data.position_column(omni_run.token_map, "modality", positions)
+    modality = omni_run.token_map.by_position("modality")[:positions]
     for name, load in loads.items():
         if name != "all":
             assert int(load.sum()) == k * layers * int((modality == name).sum()), name
@@ -218,8 +274,8 @@ def test_top_expert_strip_unbinned_and_binned(omni_run):
 
 def test_token_routing_is_the_positions_choice_at_every_layer(omni_run):
     routing = omni_run.routing
-    position = int(data.answer_positions(omni_run.token_map, routing.experts.shape[1])[0])
-    table = data.token_routing(routing, position)
+    position = int(omni_run.token_map.answer_positions(routing.experts.shape[1])[0])
+    table = routing.for_token(position)
     assert len(table) == routing.experts.shape[0] * routing.experts.shape[2]
     np.testing.assert_array_equal(table.expert.to_numpy(), routing.experts[:, position].reshape(-1).numpy())
     assert "generated" in data.position_label(omni_run.token_map, position)
@@ -229,7 +285,7 @@ def test_token_routing_is_the_positions_choice_at_every_layer(omni_run):
 @pytest.mark.parametrize("query", ["answer", "all", 3])
 def test_masses_per_query_sum_to_one(omni_run, query):
     table = data.modality_mass(omni_run, query)
-    entries = data.mass_layers(omni_run)
+    entries = combine_in_layer_order(omni_run.attention_mass, omni_run.mamba_mass)
     assert table.layer.drop_duplicates().tolist() == sorted(layer for layer, _, _ in entries)
     np.testing.assert_allclose(table.groupby("layer").mass.sum().to_numpy(), 1.0, atol=1e-4)
     for layer, _, _ in entries:
@@ -243,8 +299,8 @@ def test_masses_per_query_sum_to_one(omni_run, query):
 def test_answer_query_averages_the_answers_rows(omni_run):
     mass = omni_run.attention_mass
     layer = mass.layers[0]
-    rows, label = data.query_rows(mass, "answer")
-    generated = set(data.answer_positions(omni_run.token_map).tolist())
+    rows, label = mass.query_rows("answer")
+    generated = set(omni_run.token_map.answer_positions().tolist())
     assert [mass.queries[row] for row in rows] == [q for q in mass.queries if q in generated]
     assert "answer" in label
     expected = mass.by_modality()[layer].float().numpy()[:, rows].mean(axis=(0, 1))
@@ -256,16 +312,16 @@ def test_answer_query_averages_the_answers_rows(omni_run):
 
 def test_query_and_layer_errors_name_the_input(omni_run):
     with pytest.raises(OmniLabInputError, match="query"):
-        data.query_rows(omni_run.attention_mass, "nobody")
+        omni_run.attention_mass.query_rows("nobody")
     with pytest.raises(OmniLabInputError, match="no query row"):
-        data.query_rows(omni_run.attention_mass, [10_000])
+        omni_run.attention_mass.query_rows([10_000])
     with pytest.raises(OmniLabInputError, match="no captured mass"):
         data.head_mass(omni_run, 1)  # layer 1 is a MoE layer
 
 
 def test_grouped_answer_query_and_audio_windows(audio_run):
     mass = audio_run.mamba_mass
-    rows, _ = data.query_rows(mass, "answer")
+    rows, _ = mass.query_rows("answer")
     assert [mass.queries[row] for row in rows] == ["answer"]
     table = data.audio_mass(audio_run, 0)
     windows = mass.segments[(mass.segments.modality == "audio")]
@@ -275,6 +331,23 @@ def test_grouped_answer_query_and_audio_windows(audio_run):
     assert ((table.t0 < table.t1) & (table.t1 <= clip_end + 1e-9) & (table.mass >= 0)).all()
     spans = table[table.kind == "mamba"].sort_values("t0")
     np.testing.assert_allclose(spans.t0.to_numpy(), 0.5 * np.arange(len(spans)))  # the captured 0.5 s windows
+
+
+def test_audio_mass_of_item_segments_spans_the_clip(omni_run):
+    table = data.audio_mass(omni_run, 0)  # captured with the default per-item segments
+    tokens = data.audio_tokens(omni_run.token_map, 0)
+    assert sorted(table.kind) == ["attention", "mamba"] and set(table.label) == {"audio 0"}
+    np.testing.assert_allclose(table.t0.to_numpy(), float(tokens.t0.min()))
+    np.testing.assert_allclose(table.t1.to_numpy(), float(tokens.t1.max()))
+
+
+def test_query_menu_follows_the_capture(omni_run, audio_run):
+    per_position = data.query_choices(omni_run.attention_mass)
+    answer = [int(p) for p in omni_run.token_map.answer_positions() if p in set(omni_run.attention_mass.queries)]
+    assert [value for _, value in per_position] == ["answer", *answer, "all"]
+    grouped = data.query_choices(audio_run.attention_mass)
+    assert [value for _, value in grouped] == ["answer", "all"]  # the group "answer" is the answer itself
+    assert grouped[0][0] == "answer tokens"
 
 
 # ---------------------------------------------------------------------------------------------------- data: audio
@@ -357,7 +430,7 @@ def test_token_reduction_figure_draws_every_token_once(omni_run):
     assert {"x (pixels)", "y (pixels)", "grid column", "grid row", "image / tubelet", "tokens"} <= _axis_titles(fig)
     panels = data.media_panels(omni_run.token_map)
     assert len(fig.frames) == len(panels) == len(fig.layout.sliders[0].steps)
-    drawn = {status: 0 for status in data.STATUSES}
+    drawn = {status: 0 for status in STATUSES}
     for frame in fig.frames:
         for trace in frame.data[2:5]:
             drawn[trace.name] += len(trace.x)
@@ -366,7 +439,7 @@ def test_token_reduction_figure_draws_every_token_once(omni_run):
     video_tokens = omni_run.token_map.counts()["video"]
     assert drawn["kept"] == counts["video"]
     assert drawn["kept"] + drawn["merged"] + drawn["pruned"] == video_tokens
-    assert [bar.name for bar in fig.data[-3:]] == list(data.STATUSES)
+    assert [bar.name for bar in fig.data[-3:]] == list(STATUSES)
     assert int(sum(np.asarray(bar.y).sum() for bar in fig.data[-3:])) == video_tokens
 
 
@@ -404,7 +477,7 @@ def test_modality_attention_figure(omni_run):
     bars = [trace for trace in fig.data if trace.type == "bar" and trace.name in modalities]
     assert [bar.name for bar in bars] == modalities
     np.testing.assert_allclose(np.sum([np.asarray(bar.y) for bar in bars], axis=0), 1.0, atol=1e-4)
-    entries = data.mass_layers(omni_run)
+    entries = combine_in_layer_order(omni_run.attention_mass, omni_run.mamba_mass)
     assert list(bars[0].x) == [f"{layer} {'attn' if kind == 'attention' else 'mamba'}" for layer, kind, _ in entries]
     assert [layer for layer, _, _ in entries] == sorted(omni_run.attention_mass.layers + omni_run.mamba_mass.layers)
     assert len(fig.layout.sliders[0].steps) == len(entries)
@@ -417,7 +490,7 @@ def test_audio_timeline_figure(audio_run):
     fig = AudioTimeline(audio_run).figure()
     types = [trace.type for trace in fig.data]
     assert types[:4] == ["scatter", "scatter", "heatmap", "scatter"]
-    token_bars = [trace for trace in fig.data if trace.type == "bar" and trace.name in data.STATUSES]
+    token_bars = [trace for trace in fig.data if trace.type == "bar" and trace.name in STATUSES]
     tokens = data.audio_tokens(audio_run.token_map, 0)
     assert sum(len(bar.x) for bar in token_bars) == len(tokens)
     for bar in token_bars:

@@ -22,7 +22,7 @@ from .oracle import text_attribution
 from .result import Attribution
 from .scoring import BUDGET_FORWARD_PASSES, Cost, estimate
 from .targets import Target
-from .units import KINDS, Unit, Units, build_units
+from .units import KINDS, Partition, Unit, attributable_rows, build_units
 
 __all__ = [
     "BUDGET_FORWARD_PASSES",
@@ -32,7 +32,8 @@ __all__ = [
     "Cost",
     "Target",
     "Unit",
-    "Units",
+    "Partition",
+    "attributable_rows",
     "build_units",
     "estimate",
     "input_occlusion",

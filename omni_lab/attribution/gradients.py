@@ -1,4 +1,4 @@
-"""Integrated gradients through the gradient path (`lab.embeds` / `lab.forward_embeds`), with captum.
+"""Integrated gradients through the gradient path (`lab.prepare(grad=True)` / `lab.logits_from_embeds`), with captum.
 
     integrated_gradients(lab, prompt, at="embeddings")   captum IntegratedGradients on the merged embeddings
                                                          (1, L, D) against a baseline sequence ("mean", "zero",
@@ -38,7 +38,7 @@ from .perturb import baseline_fill, describe_baseline
 from .result import Attribution
 from .scoring import Scorer, check_batch_size, check_budget, estimate
 from .targets import resolve_target
-from .units import build_units
+from .units import build_units, unit_details
 
 PLACES = ("embeddings", "projector")
 METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
@@ -132,14 +132,14 @@ def integrated_gradients(
         baseline_value=baseline_value,
         completeness_gap=gap,
         forward_passes=scorer.forward_passes,
-        details={"at": at, "n_steps": n_steps, "method": method, **units.options},
+        details={"at": at, "n_steps": n_steps, "method": method, **unit_details(units)},
     )
 
 
 def _at_embeddings(lab, prompt, scorer, baseline, n_steps, method, reducer, batch_size):
     from captum.attr import IntegratedGradients
 
-    prepared = lab.embeds(prompt, reducer=reducer, encoded=lab.encode(prompt))
+    prepared = lab.prepare(prompt, reducer=reducer, encoded=lab.encode(prompt), grad=True)
     token_map = prepared.token_map
     inputs = prepared.embeds.detach()  # (1, L, D)
     baselines = baseline_fill(lab, inputs, token_map, baseline)[None].detach()  # (1, L, D)
@@ -190,7 +190,9 @@ def _at_projector(lab, prompt, scorer, n_steps, method, reducer):
         values = []
         for on in switch[:, 0].tolist():
             chosen = prompt if on > 0.5 else blank
-            prepared = lab.embeds(chosen, reducer=reducer, encoded=None)  # encoders under autograd, hooked by captum
+            prepared = lab.prepare(
+                chosen, reducer=reducer, encoded=None, grad=True
+            )  # encoders under autograd, hooked by captum
             maps[on > 0.5] = prepared.token_map
             values.append(scorer(prepared.embeds, prepared.token_map))
         return torch.cat(values)

@@ -24,7 +24,7 @@ from .methods import cheaper_unit
 from .result import Attribution, row_scores
 from .scoring import Scorer, check_batch_size, check_budget, estimate
 from .targets import resolve_target
-from .units import build_units
+from .units import build_units, unit_details
 
 UNITS = {"region": "grey pixels", "frame": "neighbour frame", "audio_window": "silence"}
 GREY = 128
@@ -87,9 +87,7 @@ def input_occlusion(
     finally:
         scorer.close()
     unit_scores = attributions[0].numpy().astype(np.float64)
-    kept_units = dataclasses.replace(
-        units, units=tuple(dataclasses.replace(u, rows=u.rows & prepared.token_map["kept"]) for u in units)
-    )
+    kept_units = units.restrict(prepared.token_map["kept"], drop_empty=False)
     return Attribution(
         token_map=prepared.token_map,
         scores=row_scores(prepared.token_map, kept_units, unit_scores),
@@ -100,7 +98,7 @@ def input_occlusion(
         baseline=UNITS[unit],
         target_value=forward.value(np.ones(len(units), dtype=bool)),
         forward_passes=scorer.forward_passes,
-        details={"unit": unit, **units.options, "batch_size": batch_size, "encoder_runs": forward.encoder_runs},
+        details={**unit_details(units, modality), "batch_size": batch_size, "encoder_runs": forward.encoder_runs},
     )
 
 

@@ -20,7 +20,7 @@ from .perturb import EmbeddingPerturbation, baseline_fill, check_baseline, descr
 from .result import Attribution, row_scores
 from .scoring import Scorer, check_batch_size, check_budget, estimate
 from .targets import resolve_target
-from .units import build_units
+from .units import build_units, unit_details
 
 MAX_SHAPLEY_GROUPS = 8  # captum's exact ShapleyValues walks n * n! orderings: 322,560 at 8 groups
 
@@ -89,9 +89,11 @@ def occlusion(
     units = build_units(prepared.token_map, unit, grid=grid, seconds=seconds, modality=modality)
     units.require_disjoint("occlusion")
     cost = estimate("occlusion", len(units), continuations=resolved.passes)
-    check_budget(cost, budget, f"occlusion over {len(units)} {units.kind} units", cheaper_unit(unit, grid, seconds))
+    check_budget(
+        cost, budget, f"occlusion over {len(units)} {units.grouping.name} units", cheaper_unit(unit, grid, seconds)
+    )
     positions, feature_ids = unit_positions(prepared.token_map, units)
-    scorer = Scorer(lab, resolved, batch_size, progress, cost.forward_passes, f"occlusion ({units.kind})")
+    scorer = Scorer(lab, resolved, batch_size, progress, cost.forward_passes, f"occlusion ({units.grouping.name})")
     forward = EmbeddingPerturbation(
         scorer,
         prepared.embeds,
@@ -120,7 +122,7 @@ def occlusion(
         baseline=describe_baseline(baseline),
         target_value=forward.value(np.ones(len(positions), dtype=bool)),
         forward_passes=scorer.forward_passes,
-        details={"unit": units.kind, **units.options, "batch_size": batch_size},
+        details={**unit_details(units, modality), "batch_size": batch_size},
     )
 
 
@@ -206,7 +208,7 @@ def modality_shapley(
         baseline_value=empty,
         completeness_gap=float(unit_scores.sum() - (full - empty)),
         forward_passes=scorer.forward_passes,
-        details={"groups": units.kind, **units.options},
+        details={**unit_details(units, modality)},
     )
 
 

@@ -6,7 +6,7 @@ tokens, one forward per target token. It shares nothing with omni-lab's merged-e
 oracle for `occlusion(unit="text_token", baseline=<that id>)`.
 
 Always the uncached path (`use_cached_outputs=False`): captum's default cached path re-feeds the whole sequence on
-top of transformers 5's cache and gives wrong attributions (../shared/reference/peer_baselines.md §6).
+top of transformers 5's cache and gives wrong attributions (docs/references.md, "captum").
 Upstream: captum/attr/_core/llm_attr.py, captum/attr/_utils/interpretable_input.py (captum 0.9).
 """
 

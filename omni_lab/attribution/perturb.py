@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from ..errors import OmniLabInputError
-from .units import MEDIA, Units, text_rows
+from ..modalities import MEDIA
+from .units import Partition, attributable_rows
 
 BASELINES = ("remove", "zero", "mean")
 
@@ -51,7 +52,7 @@ def check_baseline(lab, baseline) -> None:
     )
 
 
-def unit_positions(token_map, units: Units) -> tuple[np.ndarray, np.ndarray]:
+def unit_positions(token_map, units: Partition) -> tuple[np.ndarray, np.ndarray]:
     """LLM positions covered by the (disjoint) units, and each one's unit id.
 
     Returns:
@@ -80,11 +81,9 @@ def baseline_fill(lab, embeds: torch.Tensor, token_map, baseline) -> torch.Tenso
         return token.to(base.dtype).expand_as(base).clone()
     fill = base.clone()
     positions = np.asarray(token_map["position"])
-    groups = [text_rows(token_map)]
-    for modality in MEDIA:
-        for item in sorted({int(i) for i in token_map["item"][token_map["modality"] == modality]}):
-            groups.append(token_map.rows(modality=modality, item=item) & token_map["kept"])
-    for rows in groups:
+    text = attributable_rows(token_map) & (token_map["modality"] == "text")  # the text's mean, one for all spans
+    media = token_map.partition("item").only(MEDIA).restrict(token_map["kept"])  # each media item's own mean
+    for rows in [text, *(unit.rows for unit in media)]:
         if rows.any():
             index = torch.from_numpy(positions[rows]).to(base.device)
             fill[index] = base[index].mean(dim=0)

@@ -20,7 +20,7 @@ class Attribution:
     Attributes:
         token_map: the prompt's `TokenMap` the scores index (after the reducer the attribution ran with).
         scores: `(rows,)` float64, one per token-map row, NaN where not scored.
-        units: the `Units` scored (None when scores are per row only).
+        units: the `Partition` whose units were scored (None when scores are per row only).
         unit_scores: `(U,)` float64, the score of each unit (for integrated gradients: the sum of its rows).
         method: "occlusion", "input_occlusion", "modality_shapley", "integrated_gradients" or "text_attribution".
         target: what was attributed, e.g. "log p('low, purple')".
@@ -61,7 +61,7 @@ class Attribution:
             seconds = unit.seconds if unit.seconds is not None else (np.nan, np.nan)
             records.append(
                 {
-                    "unit": unit.name,
+                    "unit": unit.label,
                     "score": float(score),
                     "modality": unit.modality,
                     "item": unit.item,

@@ -1,7 +1,7 @@
 """The target on batches of merged-embedding sequences, the forward-pass estimate, and the refusal past a budget.
 
 `Scorer` is the one place attributions run the language model: it appends each target continuation's embeddings
-(all answer tokens but the last) to a batch of prompt sequences `(B, L, D)`, calls `lab.forward_embeds` (the
+(all answer tokens but the last) to a batch of prompt sequences `(B, L, D)`, calls `lab.logits_from_embeds` (the
 gradient path; autograd follows the caller's mode, so perturbation methods run it under `torch.inference_mode()`),
 and reads the teacher-forced log-probability (`targets.answer_log_prob`). It counts forward passes (one per
 sequence per continuation) and advances a tqdm bar.
@@ -94,12 +94,12 @@ def check_batch_size(batch_size) -> int:
 
 
 class Scorer:
-    """The target's value for batches of prompt sequences, through `lab.forward_embeds`.
+    """The target's value for batches of prompt sequences, through `lab.logits_from_embeds`.
 
     Args:
         lab: the `Lab`.
         target: the `ResolvedTarget`.
-        batch_size: sequences per `forward_embeds` call.
+        batch_size: sequences per `logits_from_embeds` call.
         progress: show a tqdm bar over forward passes.
         total: the bar's total (the estimate).
         description: the bar's label.
@@ -138,7 +138,7 @@ class Scorer:
                     tail = appended.to(chunk.device, chunk.dtype).expand(chunk.shape[0], -1, -1)
                     chunk = torch.cat([chunk, tail], dim=1)  # (b, L + A - 1, D)
                 # only the positions that predict the answer: the prompt's last one and the appended ones
-                logits = self.lab.forward_embeds(chunk, token_map, logits_to_keep=appended.shape[0] + 1)
+                logits = self.lab.logits_from_embeds(chunk, token_map, logits_to_keep=appended.shape[0] + 1)
                 for index, (owner, ids, _) in enumerate(self._continuations):
                     if owner == prefix:
                         parts[index].append(answer_log_prob(logits, 1, ids))

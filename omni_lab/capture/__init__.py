@@ -1,23 +1,40 @@
-"""Captures and interventions: routing, attention and Mamba mass over modalities, residual norms, activations.
+"""Captures and interventions: routing, attention and Mamba mass over modalities, residual norms, activations, and
+capture kinds of your own.
 
 run = lab.run(p, capture=["routing", "attention_mass", "mamba_mass", "residual"],
               cache=["llm.layers.*.attn.out"], interventions=[ol.ablate_experts(13, [7])])
 run.routing.load(by="modality"); run.attention_mass.by_modality(); run.cache["llm.layers.12.attn.out"]
+run.captures["routing"]     # every capture's result by name; ol.capture.register adds a kind (kinds.py)
 """
 
 from .budget import BUDGET_BYTES
 from .interventions import Intervention, PatchContext, ablate_experts, ablate_tokens, force_experts, patch
+from .kinds import KINDS, CaptureKind, register
+from .mass_capture import AttentionMassCapture, MambaMassCapture
+from .residual_capture import ResidualCapture
 from .results import CaptureResults, LLMDrop, ModalityMass, Routing, combine_in_layer_order, entropy_bits
-from .specs import attention_mass, mamba_mass, residual, routing
+from .routing_capture import RoutingCapture
+
+# The built-in kinds under the names `run(capture=[...])` uses: `ol.capture.attention_mass(segments="tubelet")`.
+routing = RoutingCapture
+attention_mass = AttentionMassCapture
+mamba_mass = MambaMassCapture
+residual = ResidualCapture
 
 __all__ = [
     "BUDGET_BYTES",
+    "KINDS",
+    "AttentionMassCapture",
+    "CaptureKind",
     "CaptureResults",
     "Intervention",
     "LLMDrop",
+    "MambaMassCapture",
     "ModalityMass",
     "PatchContext",
+    "ResidualCapture",
     "Routing",
+    "RoutingCapture",
     "ablate_experts",
     "ablate_tokens",
     "attention_mass",
@@ -26,6 +43,7 @@ __all__ = [
     "force_experts",
     "mamba_mass",
     "patch",
+    "register",
     "residual",
     "routing",
 ]

@@ -11,7 +11,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from .capturer import FLOAT_BYTES
+from .kinds import FLOAT_BYTES
 from .mass_capture import MambaInputs
 
 

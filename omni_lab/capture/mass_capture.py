@@ -11,13 +11,15 @@ as transformers computes them (depthwise causal conv + SiLU with the conv state 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from .. import validate
 from ..errors import OmniLabInputError
-from ..presets import layers
-from .capturer import FLOAT_BYTES, Capturer
+from ..partition import GroupBy
+from .kinds import FLOAT_BYTES, CaptureKind, register
 from .results import ModalityMass
 from .segments import query_groups, segment_positions
 
@@ -55,19 +57,51 @@ class MambaInputs:
         return conv, dt, B.reshape(shape), C.reshape(shape)
 
 
-class MassCapture(Capturer):
-    """Shared part of the attention and Mamba mass capturers (`specs.MassSpec`): layers, segments, query groups,
-    assembling prompt and generated rows, the memory estimate."""
+class MassCapture(CaptureKind):
+    """Shared part of the attention and Mamba mass kinds: options, segments, query groups, assembling prompt and
+    generated rows, the memory estimate.
 
+    Args:
+        segments: how key positions pool: a grouping of the one partition (`omni_lab.partition`): "item" (each media
+            item, each text span; the default), "modality", "tubelet", "region", "audio_window", a tuple such as
+            ("tubelet", "region"), {name: mask over the prompt's rows}, or a `GroupBy`. Units must share no token
+            ("frame" overlaps: use "tubelet").
+        queries: None/"all" (each position), "answer", "text", "modality", a mask over prompt positions, or
+            {name: mask}; grouped rows are means over the group's queries.
+        layers: restrict to these LLM layers (default: every layer of the kind).
+        grid, seconds: the region grid and the audio window of `segments` (default (2, 2) and 1.0 s).
+    """
+
+    kind: ClassVar[str] = ""
     block = 128  # query block of the kernel's transient buffers
 
-    def __init__(self, spec, model, calls):
-        super().__init__(spec, model, calls)
-        available = [info.index for info in layers(model) if info.kind == spec.kind]
-        chosen = available if spec.layers is None else list(spec.layers)
+    def __init__(self, segments="item", queries=None, layers=None, grid=None, seconds=None):
+        self.grouping = GroupBy.of(segments, grid=grid, seconds=seconds)
+        if self.grouping.keys == ("frame",):
+            raise OmniLabInputError(
+                "segments='frame': two frames share each tubelet's tokens, so frame units overlap and mass cannot pool "
+                "over them; use segments='tubelet'"
+            )
+        self.queries_option = queries
+        self.layers_option = None if layers is None else tuple(int(layer) for layer in layers)
+
+    def options(self) -> dict:
+        return {
+            "segments": self.grouping.name,
+            "grid": self.grouping.grid,
+            "seconds": self.grouping.seconds,
+            "queries": self.queries_option
+            if self.queries_option is None or isinstance(self.queries_option, str)
+            else "masks",
+            "layers": self.layers_option,
+        }
+
+    def setup(self) -> None:
+        available = self.layers_of_kind(self.kind)
+        chosen = available if self.layers_option is None else list(self.layers_option)
         wrong = sorted(set(chosen) - set(available))
         if wrong:
-            raise OmniLabInputError(f"{spec.name} layers {wrong} are not {spec.kind} layers; those are {available}")
+            raise OmniLabInputError(f"{self.name} layers {wrong} are not {self.kind} layers; those are {available}")
         self.layers = chosen
         self.segments = None  # the prompt's Segmentation
         self.groups: np.ndarray | None = None  # query group of each prompt position (-1: none), None: no grouping
@@ -83,9 +117,8 @@ class MassCapture(Capturer):
         raise NotImplementedError
 
     def set_token_map(self, token_map) -> None:
-        spec = self.spec
-        self.segments = segment_positions(token_map, spec.segments, spec.window_seconds, spec.regions)
-        self.groups, self.group_names, self.generated_group = query_groups(token_map, spec.queries)
+        self.segments = segment_positions(token_map, self.grouping)
+        self.groups, self.group_names, self.generated_group = query_groups(token_map, self.queries_option)
         self.prompt_positions = token_map.num_positions
 
     def _pooling(self, device) -> dict:
@@ -109,8 +142,7 @@ class MassCapture(Capturer):
         raise NotImplementedError
 
     def finish(self, token_map) -> ModalityMass:
-        spec = self.spec
-        final = segment_positions(token_map, spec.segments, spec.window_seconds, spec.regions)
+        final = segment_positions(token_map, self.grouping)
         generated = self.calls.seen - self.prompt_positions
         extra_segments = final.count - self.segments.count
         grouped = self.groups is not None
@@ -131,23 +163,17 @@ class MassCapture(Capturer):
                 mass = mass / torch.from_numpy(np.maximum(counts, 1)).float()[None, :, None]
             result[layer] = mass
         queries = list(self.group_names) if grouped else list(range(self.prompt_positions + generated))
-        options = {
-            "segments": spec.segments,
-            "queries": spec.queries,
-            "window_seconds": spec.window_seconds,
-            "regions": spec.regions,
-        }
-        return ModalityMass(spec.kind, result, final.labels, queries, token_map, options)
+        return ModalityMass(self.kind, result, final.labels, queries, token_map, self.options())
 
     def estimate_bytes(self, prompt, max_new_tokens: int) -> int:
-        spec, token_map = self.spec, prompt.token_map
+        token_map, queries = prompt.token_map, self.queries_option
         positions = len(token_map) + max_new_tokens
-        segments = segment_positions(token_map, spec.segments, spec.window_seconds, spec.regions).count + 1
-        if spec.queries is None or isinstance(spec.queries, str):
-            groups, names, _ = query_groups(token_map, spec.queries)
+        segments = segment_positions(token_map, self.grouping).count + 1
+        if queries is None or isinstance(queries, str):
+            groups, names, _ = query_groups(token_map, queries)
             rows = positions if groups is None else len(names)
         else:  # masks are checked against the reduced prompt when the run starts
-            rows = len(spec.queries) if isinstance(spec.queries, dict) else 1
+            rows = len(queries) if isinstance(queries, dict) else 1
         kept = self.heads * rows * segments + self._history_elements(positions, max_new_tokens)
         return (len(self.layers) * kept + self._transient_elements(segments)) * FLOAT_BYTES
 
@@ -158,9 +184,13 @@ class MassCapture(Capturer):
         raise NotImplementedError
 
 
+@register
 class AttentionMassCapture(MassCapture):
-    """Capturer for `capture=["attention_mass"]`: listens to `attn.q` and `attn.k` of each attention layer."""
+    """`capture=["attention_mass"]` or `ol.capture.attention_mass(...)`: a `ModalityMass` of every attention layer
+    (listens to `attn.q` and `attn.k`)."""
 
+    name = "attention_mass"
+    kind = "attention"
     block = 256
 
     @property
@@ -231,8 +261,24 @@ class AttentionMassCapture(MassCapture):
         return self.heads * self.block * self.block * 2 + self.block * segments
 
 
+@register
 class MambaMassCapture(MassCapture):
-    """Capturer for `capture=["mamba_mass"]`: listens to `mamba.in_proj` of each Mamba layer."""
+    """`capture=["mamba_mass"]` or `ol.capture.mamba_mass(...)`: a `ModalityMass` of every Mamba-2 layer (listens to
+    `mamba.in_proj`).
+
+    Args:
+        signed: pool the signed α instead of |α| (the other arguments as `MassCapture`).
+    """
+
+    name = "mamba_mass"
+    kind = "mamba"
+
+    def __init__(self, segments="item", queries=None, layers=None, grid=None, seconds=None, signed: bool = False):
+        super().__init__(segments, queries, layers, grid, seconds)
+        self.signed = validate.flag("signed", signed)
+
+    def options(self) -> dict:
+        return {**super().options(), "signed": self.signed}
 
     @property
     def heads(self) -> int:
@@ -261,7 +307,7 @@ class MambaMassCapture(MassCapture):
         empty = self._no_prompt_queries(dt.shape[-1])
         if empty is not None:
             return empty
-        mass = kernels.ssd_pooled_mass(dt, A, B, C, signed=self.spec.signed, **self._pooling(dt.device))
+        mass = kernels.ssd_pooled_mass(dt, A, B, C, signed=self.signed, **self._pooling(dt.device))
         return mass[0].float().cpu()  # (H, Lp or Qp, Sp)
 
     def _generated_rows(self, layer, segment_ids, num_segments):
@@ -277,7 +323,7 @@ class MambaMassCapture(MassCapture):
             C,
             segment_ids.to(dt.device),
             num_segments=num_segments,
-            signed=self.spec.signed,
+            signed=self.signed,
             query_start=self.prompt_positions,
         )
         return mass[0].float().cpu()

@@ -13,17 +13,19 @@ import numpy as np
 import torch
 
 from ..presets import layers
-from .capturer import FLOAT_BYTES, Capturer
+from .kinds import FLOAT_BYTES, CaptureKind, register
 
 _VALUES = ("residual_norm", "mixer_norm", "cosine")
 
 
-class ResidualCapture(Capturer):
-    """Capturer for `capture=["residual"]` (`specs.ResidualSpec`)."""
+@register
+class ResidualCapture(CaptureKind):
+    """`capture=["residual"]`: a DataFrame of residual and mixer norms (and their cosine) per layer and position."""
 
-    def __init__(self, spec, model, calls):
-        super().__init__(spec, model, calls)
-        self.layers = layers(model)
+    name = "residual"
+
+    def setup(self) -> None:
+        self.layers = layers(self.model)
         self.state = {info.index: defaultdict(list) for info in self.layers}
         self._entering: dict[int, torch.Tensor] = {}
 
@@ -65,4 +67,4 @@ class ResidualCapture(Capturer):
         return pd.concat(frames, ignore_index=True)
 
     def estimate_bytes(self, prompt, max_new_tokens: int) -> int:
-        return len(self.layers) * (len(prompt.token_map) + max_new_tokens) * len(_VALUES) * FLOAT_BYTES
+        return len(layers(self.model)) * (len(prompt.token_map) + max_new_tokens) * len(_VALUES) * FLOAT_BYTES

@@ -14,12 +14,11 @@ import numpy as np
 import torch
 
 from ..errors import OmniLabInputError
+from ..partition import GroupBy
 from ..token_map import TokenMap
 
 if TYPE_CHECKING:
     import pandas as pd
-
-GROUP_BY = ("all", "modality", "item")
 
 
 def entropy_bits(shares) -> float:
@@ -58,33 +57,29 @@ class Routing:
     num_experts: int
     scores: torch.Tensor | None = None
 
-    def _groups(self, by: str) -> np.ndarray:
-        """Group name of every routed position: its modality, "{modality} {item}" (media) or "all"."""
+    def _groups(self, by) -> tuple[np.ndarray, str]:
+        """(group label of every routed position, the label column's name): see `load`."""
         positions = self.experts.shape[1]
-        modality = self.token_map.by_position("modality")[:positions]
-        if by == "all":
-            return np.full(positions, "all", dtype=object)
-        if by == "item":
-            items = self.token_map.by_position("item")[:positions]
-            return _item_labels(modality, items)
-        return modality
+        labels, column = row_groups(self.token_map, by)
+        return labels[self.token_map.position_rows()[:positions]], column
 
     def _layer_slot(self, layer: int) -> int:
         if layer not in self.layers:
             raise OmniLabInputError(f"layer {layer} is not a MoE layer; MoE layers: {self.layers}")
         return self.layers.index(layer)
 
-    def load(self, by: str = "modality"):
+    def load(self, by="modality"):
         """Expert load as a long DataFrame: layer, expert, group, count (top-k picks), share, weight (summed).
 
         Args:
-            by: "modality" (one group per modality), "item" (modality + item) or "all".
+            by: "all" (one group), or any grouping of the one partition (`omni_lab.partition`): "modality" (the
+                default), "item", "tubelet", "frame"-free keys such as "region" or "audio_window", a tuple of keys,
+                {name: mask} groups or a `GroupBy`. The group column is named after a single key ("modality",
+                "item", "region"...), else "group".
         """
         import pandas as pd
 
-        if by not in GROUP_BY:
-            raise OmniLabInputError(f"by={by!r}: use 'modality', 'item' or 'all'")
-        groups = self._groups(by)
+        groups, column = self._groups(by)
         frames = []
         experts = self.experts.numpy()
         weights = self.weights.float().numpy()
@@ -99,7 +94,7 @@ class Routing:
                         {
                             "layer": layer,
                             "expert": np.arange(self.num_experts),
-                            by if by != "all" else "group": group,
+                            column: group,
                             "count": counts,
                             "share": counts / max(1, counts.sum()),
                             "weight": summed,
@@ -108,10 +103,14 @@ class Routing:
                 )
         return pd.concat(frames, ignore_index=True)
 
-    def entropy(self, by: str = "modality"):
-        """Entropy (bits) of the expert-load distribution per layer and group: high = spread, low = specialised."""
+    def entropy(self, by="modality"):
+        """Entropy (bits) of the expert-load distribution per layer and group: high = spread, low = specialised.
+
+        Args:
+            by: as `load`.
+        """
         load = self.load(by=by)
-        key = by if by != "all" else "group"
+        key = load.columns[2]  # the group column `load` names
         table = load.groupby(["layer", key])["share"].apply(lambda s: entropy_bits(s.to_numpy()))
         return table.rename("entropy_bits").reset_index()
 
@@ -129,7 +128,7 @@ class Routing:
                 rows.append({"layer": layer, "rank": rank, "expert": expert, "weight": weight})
         return pd.DataFrame(rows)
 
-    def compare(self, other: Routing, by: str = "all"):
+    def compare(self, other: Routing, by="all"):
         """Per MoE layer, the share of prompt tokens (matched through the token maps' rows) whose expert *set* differs.
 
         Tokens are matched by token-map row, so a run with a reducer compares its surviving tokens with the same
@@ -137,22 +136,21 @@ class Routing:
 
         Args:
             other: the routing of another run of the same prompt.
-            by: "all" (one row per layer), "modality" (a row for "all" and one per modality) or "item"
-                (a row for "all" and one per media item / text span).
+            by: "all" (one row per layer), or a grouping as `load` takes ("modality", "item", "region"...): a row
+                for "all" and one per group.
         Returns:
-            DataFrame: layer, [modality | item], compared, changed, share_changed.
+            DataFrame: layer, [group column], compared, changed, share_changed.
         """
         import pandas as pd
 
-        if by not in GROUP_BY:
-            raise OmniLabInputError(f"by={by!r}: use 'all', 'modality' or 'item'")
         if self.layers != other.layers:
             raise OmniLabInputError("the two runs have different MoE layers; compare runs of the same model")
         rows, mine, theirs = _matched_positions(self.token_map, other.token_map)
         groups = {"all": np.ones(len(rows), dtype=bool)}
-        if by != "all":
-            modality = self.token_map["modality"][rows]
-            labels = modality if by == "modality" else _item_labels(modality, self.token_map["item"][rows])
+        column = None
+        if not (isinstance(by, str) and by == "all"):
+            labels, column = row_groups(self.token_map, by)
+            labels = labels[rows]
             groups.update({str(label): labels == label for label in dict.fromkeys(labels)})
         table = []
         for slot, layer in enumerate(self.layers):
@@ -161,19 +159,24 @@ class Routing:
             changed = (left != right).any(-1).numpy()  # (matched,)
             for label, mask in groups.items():
                 entry = {"layer": layer}
-                if by != "all":
-                    entry[by] = label
+                if column is not None:
+                    entry[column] = label
                 compared, count = int(mask.sum()), int(changed[mask].sum())
                 entry.update(compared=compared, changed=count, share_changed=count / max(1, compared))
                 table.append(entry)
         return pd.DataFrame(table)
 
 
-def _item_labels(modality: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Group labels: "{modality} {item}" for media tokens, the modality alone for text and generated tokens."""
-    return np.array(
-        [m if m in ("text", "generated") else f"{m} {i}" for m, i in zip(modality, items, strict=True)], dtype=object
-    )
+def row_groups(token_map, by) -> tuple[np.ndarray, str]:
+    """(the group label of every token-map row, the label column's name) for `by`: "all", or a grouping of the one
+    partition (units must share no row). Rows in no unit (user groups) are labelled "rest"."""
+    if isinstance(by, str) and by == "all":
+        return np.full(len(token_map), "all", dtype=object), "group"
+    units = GroupBy.of(by).apply(token_map).complete()
+    units.require_disjoint("grouping routing")
+    labels = np.asarray(units.labels, dtype=object)[units.row_ids()]
+    column = by if isinstance(by, str) and not isinstance(by, dict) else "group"
+    return labels, column
 
 
 def _matched_positions(mine: TokenMap, theirs: TokenMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -194,9 +197,11 @@ class ModalityMass:
         kind: "attention" or "mamba".
         mass: {layer: `(heads, queries, segments)` float32}; each query row sums to 1 over segments (a group row is
             the mean over its queries).
-        segments: DataFrame describing each segment (label, modality, item, tubelet, window, region).
-        queries: LLM position of each query row, or the group names when queries were grouped.
+        segments: one row per segment, a unit of the one partition (`Partition.table()`: label, modality, item,
+            tubelet, frame, region, window, t0, t1, rows).
+        queries: LLM position of each query row, or the group names when queries were grouped (`grouped`).
         token_map: the run's token map.
+        options: the capture's options (segments, grid, seconds, queries, layers).
     """
 
     kind: str
@@ -209,6 +214,57 @@ class ModalityMass:
     @property
     def layers(self) -> list[int]:
         return sorted(self.mass)
+
+    @property
+    def grouped(self) -> bool:
+        """The query rows are named groups (captured with `queries=` "answer", "text", "modality" or masks), not
+        one row per LLM position."""
+        return self.options.get("queries") not in (None, "all")
+
+    def query_rows(self, query="answer") -> tuple[np.ndarray, str]:
+        """Which rows of `mass[layer]` (axis 1) a query names, and a label for titles.
+
+        Args:
+            query: "answer" (the generated tokens: their group, or their positions), "all", a group name, an LLM
+                position (int) or a list of positions.
+        Returns:
+            (row indices into `queries`, label). "answer" falls back to the last query row when the run generated
+            nothing the capture saw.
+        Raises:
+            OmniLabInputError: a query this capture has no row for.
+        """
+        queries = list(self.queries)
+        if isinstance(query, str) and query == "all":
+            return np.arange(len(queries)), "all queries"
+        if isinstance(query, str) and query == "answer":
+            if self.grouped:
+                for name in ("answer", "generated"):
+                    if name in queries:
+                        return np.array([queries.index(name)]), "answer tokens"
+                return np.array([len(queries) - 1]), f"query group {queries[-1]!r}"
+            generated = set(self.token_map.answer_positions().tolist())
+            rows = np.array([index for index, position in enumerate(queries) if position in generated], dtype=np.int64)
+            if len(rows):
+                return rows, f"answer tokens ({len(rows)})"
+            return np.array([len(queries) - 1]), f"last position ({queries[-1]})"
+        if isinstance(query, str):
+            if query not in queries:
+                raise OmniLabInputError(f"query {query!r}: this capture has query rows {queries[:8]}")
+            return np.array([queries.index(query)]), f"query group {query!r}"
+        if self.grouped:
+            raise OmniLabInputError(
+                f"query {query!r}: this mass was captured per query group {queries}; pass a group name, or capture "
+                "with queries=None for per-position rows"
+            )
+        wanted = np.atleast_1d(np.asarray(query, dtype=np.int64))
+        index = {position: row for row, position in enumerate(queries)}
+        missing = [int(p) for p in wanted if int(p) not in index]
+        if missing:
+            raise OmniLabInputError(
+                f"positions {missing} have no query row (rows cover positions 0..{len(queries) - 1})"
+            )
+        rows = np.array([index[int(p)] for p in wanted])
+        return rows, f"position {int(wanted[0])}" if len(wanted) == 1 else f"{len(wanted)} positions"
 
     def by_modality(self) -> dict[int, torch.Tensor]:
         """{layer: `(heads, queries, modalities)`} summing segments of one modality; modality order in `.modalities`."""
@@ -259,9 +315,10 @@ class ModalityMass:
         return table.join(self.segments[["label", "modality"]], on="segment")
 
 
-def combine_in_layer_order(*masses: ModalityMass) -> list[tuple[int, str, torch.Tensor]]:
-    """(layer, kind, tensor) for attention and Mamba mass together, in the model's layer order (same segments)."""
-    entries = [(layer, mass.kind, mass.mass[layer]) for mass in masses if mass is not None for layer in mass.layers]
+def combine_in_layer_order(*masses: ModalityMass | None) -> list[tuple[int, str, ModalityMass]]:
+    """(layer, kind, the `ModalityMass` holding it) for attention and Mamba mass together, in the model's layer order
+    (None entries are skipped); `mass.mass[layer]` is the layer's `(heads, queries, segments)` tensor."""
+    entries = [(layer, mass.kind, mass) for mass in masses if mass is not None for layer in mass.layers]
     return sorted(entries, key=lambda entry: entry[0])
 
 
@@ -285,16 +342,12 @@ class CaptureResults:
     """Everything one capture session produced (`CaptureSession.finish`).
 
     Attributes:
-        routing: `Routing`, when captured.
-        attention_mass, mamba_mass: `ModalityMass`, when captured.
-        residual: DataFrame (layer, kind, position, residual_norm, mixer_norm, cosine), when captured.
+        captures: {capture name: its kind's result} (`Routing`, `ModalityMass`, a residual DataFrame, or what a
+            user kind returns).
         cache: {hook name: tensor} of the activations asked for.
         llm_drop: the in-LLM reducer's decision, when one acted.
     """
 
-    routing: Routing | None = None
-    attention_mass: ModalityMass | None = None
-    mamba_mass: ModalityMass | None = None
-    residual: pd.DataFrame | None = None
+    captures: dict = field(default_factory=dict)
     cache: dict[str, torch.Tensor] = field(default_factory=dict)
     llm_drop: LLMDrop | None = None

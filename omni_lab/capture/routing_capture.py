@@ -11,19 +11,32 @@ from collections import defaultdict
 
 import torch
 
+from .. import validate
 from ..presets import layers
-from .capturer import FLOAT_BYTES, Capturer
+from .kinds import FLOAT_BYTES, CaptureKind, register
 from .results import Routing
 
 _INDEX_BYTES = 8
 
 
-class RoutingCapture(Capturer):
-    """Capturer for `capture=["routing"]` (`specs.RoutingSpec`)."""
+@register
+class RoutingCapture(CaptureKind):
+    """`capture=["routing"]` or `ol.capture.routing(scores=True)`: a `Routing` of every MoE layer.
 
-    def __init__(self, spec, model, calls):
-        super().__init__(spec, model, calls)
-        self.layers = [info for info in layers(model) if info.kind == "moe"]
+    Args:
+        scores: also keep every router's sigmoid scores `(positions, experts)`.
+    """
+
+    name = "routing"
+
+    def __init__(self, scores: bool = False):
+        self.scores = validate.flag("scores", scores)
+
+    def options(self) -> dict:
+        return {"scores": self.scores}
+
+    def setup(self) -> None:
+        self.layers = [info for info in layers(self.model) if info.kind == "moe"]
         self.state = {info.index: defaultdict(list) for info in self.layers}
 
     def listeners(self):
@@ -40,7 +53,7 @@ class RoutingCapture(Capturer):
             logits, weights, indices = router_output
             state["experts"].append(indices.detach().cpu())
             state["weights"].append(weights.detach().float().cpu())
-            if self.spec.scores:
+            if self.scores:
                 state["scores"].append(logits.detach().float().sigmoid().cpu())
 
         return listen
@@ -66,12 +79,13 @@ class RoutingCapture(Capturer):
             stack("shared_norm"),  # (layers, positions)
             token_map,
             int(self.text_config.n_routed_experts),
-            stack("scores") if self.spec.scores else None,  # (layers, positions, experts)
+            stack("scores") if self.scores else None,  # (layers, positions, experts)
         )
 
     def estimate_bytes(self, prompt, max_new_tokens: int) -> int:
         text = self.text_config
+        moe_layers = len(self.layers_of_kind("moe"))
         per_position = text.num_experts_per_tok * (_INDEX_BYTES + FLOAT_BYTES) + FLOAT_BYTES
-        if self.spec.scores:
+        if self.scores:
             per_position += text.n_routed_experts * FLOAT_BYTES
-        return len(self.layers) * (len(prompt.token_map) + max_new_tokens) * per_position
+        return moe_layers * (len(prompt.token_map) + max_new_tokens) * per_position

@@ -1,9 +1,9 @@
 """Segments (which key positions pool together) and query groups, read from the token map.
 
-A segment is a set of LLM positions that attention / Mamba mass is pooled over. The default gives one segment per
-media item and one per text span, plus one for the generated tokens; finer choices split video by tubelet (frame),
-audio by time window, images and video frames by grid region. Query groups pool the *queries* the same way when a
-per-position result would be too large.
+A segment is a unit of the one partition of token-map rows (`omni_lab.partition`) restricted to the positions the
+LLM saw: by default one per media item and one per text span, plus one for the generated tokens; `segments=` takes any
+grouping of the partition (modality, tubelet, region, audio window, a tuple of keys, user groups). Query groups pool
+the *queries* the same way when a per-position result would be too large.
 """
 
 from __future__ import annotations
@@ -13,81 +13,36 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import OmniLabInputError
-
-SEGMENTATIONS = ("item", "modality", "frame", "audio_window", "region")
+from ..partition import GroupBy
 
 
 @dataclass
 class Segmentation:
-    """`ids` `(positions,)` int64 segment of every LLM position; `labels` a DataFrame with one row per segment."""
+    """`ids` `(positions,)` int64 segment of every LLM position; `labels` a DataFrame with one row per segment
+    (`Partition.table()`: label, modality, item, tubelet, frame, region, window, t0, t1, rows)."""
 
     ids: np.ndarray
-    labels: object  # pandas DataFrame: segment, label, modality, item, tubelet, window, region
+    labels: object
 
     @property
     def count(self) -> int:
         return len(self.labels)
 
 
-def segment_positions(token_map, by: str = "item", window_seconds: float = 1.0, regions: int = 2) -> Segmentation:
-    """Segment every LLM position of a run's token map (generated positions form their own segment).
+def segment_positions(token_map, grouping: GroupBy) -> Segmentation:
+    """Segment every LLM position of a token map (generated positions, when present, form their own segment).
 
     Args:
-        token_map: a `TokenMap` whose kept rows are the positions.
-        by: "item" (each media item, each text span), "modality" (text, image, video, audio, generated),
-            "frame" (video split by tubelet), "audio_window" (audio split into `window_seconds` windows),
-            "region" (images and video split into a `regions` x `regions` grid of cells).
+        token_map: a `TokenMap` whose rows with a position are the positions.
+        grouping: a `GroupBy` (`GroupBy.of(segments, grid=..., seconds=...)`); user groups may leave rows out, which
+            then pool into one "rest" segment.
+    Raises:
+        OmniLabInputError: units that share a position.
     """
-    import pandas as pd
-
-    if by not in SEGMENTATIONS:
-        raise OmniLabInputError(f"segments={by!r}: choose one of {SEGMENTATIONS}")
-    modality = token_map.by_position("modality")
-    if by == "modality":
-        keys = [(m,) for m in modality]
-    else:
-        item, tubelet, t0 = (token_map.by_position(column) for column in ("item", "tubelet", "t0"))
-        region = token_map.region_of(regions)[token_map.position_rows()] if by == "region" else None
-        keys = []
-        for position, (m, i) in enumerate(zip(modality, item, strict=True)):
-            if m == "generated":
-                keys.append(("generated",))
-            elif by == "frame" and m == "video":
-                keys.append((m, i, int(tubelet[position])))
-            elif by == "audio_window" and m == "audio":
-                keys.append((m, i, int(t0[position] // window_seconds)))
-            elif by == "region" and m in ("image", "video"):
-                keys.append((m, i, int(tubelet[position]), *region[position].tolist()))
-            else:
-                keys.append((m, i))
-    order: dict[tuple, int] = {}
-    ids = np.array([order.setdefault(key, len(order)) for key in keys], dtype=np.int64)
-    labels = pd.DataFrame([_describe(key, by) for key in order], index=pd.RangeIndex(len(order), name="segment"))
-    return Segmentation(ids, labels)
-
-
-def _describe(key: tuple, by: str) -> dict:
-    modality = key[0]
-    entry = {"modality": modality, "item": key[1] if len(key) > 1 else -1, "tubelet": -1, "window": -1, "region": ""}
-    if modality == "generated":
-        entry["label"] = "generated"
-    elif by == "modality":
-        entry["label"] = modality
-    elif modality == "text":
-        entry["label"] = f"text {key[1]}"
-    else:
-        entry["label"] = f"{modality} {key[1]}"
-        if by == "frame" and modality == "video":
-            entry["tubelet"] = key[2]
-            entry["label"] += f" tubelet {key[2]}"
-        elif by == "audio_window" and modality == "audio":
-            entry["window"] = key[2]
-            entry["label"] += f" window {key[2]}"
-        elif by == "region" and len(key) == 5:
-            entry["tubelet"] = key[2]
-            entry["region"] = f"{key[3]},{key[4]}"
-            entry["label"] += (f" tubelet {key[2]}" if modality == "video" else "") + f" region {key[3]},{key[4]}"
-    return entry
+    positions = token_map["position"] >= 0
+    units = grouping.apply(token_map).restrict(positions).complete(within=positions)
+    units.require_disjoint("attention and Mamba mass segments")
+    return Segmentation(units.position_ids(token_map), units.table())
 
 
 def query_groups(token_map, queries) -> tuple[np.ndarray | None, list[str], int | None]:

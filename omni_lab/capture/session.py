@@ -3,8 +3,9 @@ installed for the run and removed after it.
 
 The session is hook plumbing only. It counts the language model's forward calls (the prompt is one call, each
 generated token one more), so every hook knows which positions its tensor covers; per hook point it applies the
-patches first, then caches the value when asked (cache.py), then hands it to the listeners of the capturers
-(routing_capture.py, residual_capture.py, mass_capture.py), which own their state, result and memory estimate.
+patches first, then caches the value when asked (cache.py), then hands it to the listeners of the capture kinds
+(kinds.py: routing_capture.py, residual_capture.py, mass_capture.py, or a kind of the user's), each bound to this run;
+a kind owns its state, result and memory estimate.
 """
 
 from __future__ import annotations
@@ -18,22 +19,8 @@ from ..errors import OmniLabInputError
 from .cache import ActivationCache
 from .hooks import Calls, HookSession, expand_names, hook_points
 from .interventions import Intervention, PatchContext
-from .mass_capture import AttentionMassCapture, MambaMassCapture
-from .residual_capture import ResidualCapture
+from .kinds import normalise
 from .results import CaptureResults, LLMDrop
-from .routing_capture import RoutingCapture
-from .specs import MassSpec, ResidualSpec, RoutingSpec
-
-
-def build_capturer(spec, model, calls: Calls):
-    """The capturer of one capture spec (`specs.normalise` gives them)."""
-    if isinstance(spec, RoutingSpec):
-        return RoutingCapture(spec, model, calls)
-    if isinstance(spec, ResidualSpec):
-        return ResidualCapture(spec, model, calls)
-    if isinstance(spec, MassSpec):
-        return (AttentionMassCapture if spec.kind == "attention" else MambaMassCapture)(spec, model, calls)
-    raise TypeError(f"no capturer for {spec!r}")
 
 
 class CaptureSession:
@@ -45,7 +32,7 @@ class CaptureSession:
         model: transformers' `NemotronH_Omni_Reasoning_V3`.
         prompt: the `Prompt` being run (None for a forward on given embeddings: no `reduce.*` points, no
             capture estimates).
-        captures: {name: spec} from `specs.normalise`.
+        captures: what `run(capture=...)` takes: names, capture kinds (`ol.capture.routing()`, ...) or a list.
         cache: hook names or glob patterns to store.
         interventions: `Intervention`s to apply.
         cache_device, cache_dtype: where and how cached tensors are kept.
@@ -63,7 +50,7 @@ class CaptureSession:
         cache_dtype=None,
         in_llm=None,
     ):
-        self.model, self.prompt, self.captures, self.in_llm = model, prompt, captures, in_llm
+        self.model, self.prompt, self.captures, self.in_llm = model, prompt, normalise(captures), in_llm
         self.token_map = None if prompt is None else prompt.token_map
         self.points = hook_points(model, prompt)
         self.activations = ActivationCache(
@@ -79,9 +66,10 @@ class CaptureSession:
             if not self.points[intervention.point].patchable:
                 raise OmniLabInputError(f"{intervention.point!r} can be cached but not patched")
             self.patches[intervention.point].append(intervention.function)
-        self.capturers = {name: build_capturer(spec, model, self.calls) for name, spec in captures.items()}
+        self.capturers = {name: kind.bind(model, self.calls) for name, kind in self.captures.items()}
         self.prompt_modality = np.zeros(0, dtype=object)  # modality of each prompt position after reduction
         self._in_llm_hook = None
+        self._listeners: dict[str, list] | None = None
 
     @property
     def cache_names(self) -> list[str]:
@@ -132,22 +120,30 @@ class CaptureSession:
 
     def _register(self, session: HookSession) -> None:
         session.on_input(self.model.language_model.model, self.calls.count)
-        listeners: dict[str, list] = defaultdict(list)
-        for capturer in [*self.capturers.values(), self.activations]:
-            for name, listen in capturer.listeners():
-                listeners[name].append(listen)
-        hooked = {*self.patches, *self.cache_names, *listeners}
-        for name in hooked:
-            point = self.points[name]
-            if point.module is None:
-                continue
-            if point.on_input:
-                session.on_input(point.module, self._input_hook(point, listeners[name]))
-            else:
-                session.on_output(point.module, self._output_hook(point, listeners[name]))
+        install_point_hooks(session, [self.points[name] for name in self.hooked_names()], self.visit)
         if self.in_llm is not None:
             self._in_llm_hook = self.in_llm.install(session, self.model)
             self._in_llm_hook.set_positions(self.prompt_modality)
+
+    def listener_table(self) -> dict[str, list]:
+        """{hook name: the capture kinds' and the activation cache's listeners} (asked of the kinds once a run)."""
+        if self._listeners is None:
+            listeners: dict[str, list] = defaultdict(list)
+            for capturer in [*self.capturers.values(), self.activations]:
+                for name, listen in capturer.listeners():
+                    listeners[name].append(listen)
+            self._listeners = dict(listeners)
+        return self._listeners
+
+    def hooked_names(self) -> list[str]:
+        """Every hook point this run patches, caches or listens to, in model order."""
+        wanted = {*self.patches, *self.cache_names, *self.listener_table()}
+        return [name for name in self.points if name in wanted]
+
+    def visit(self, point, value):
+        """What a hook does with the value at `point`: patch, cache, then tell the listeners; returns the (possibly
+        replaced) value."""
+        return self._visit(point, value, self.listener_table().get(point.name, ()))
 
     def _context(self, point) -> PatchContext:
         if point.stage != "llm":
@@ -177,22 +173,6 @@ class CaptureSession:
             listen(value)
         return value
 
-    def _output_hook(self, point, listeners):
-        def hook(module, inputs, output):
-            value = point.pick(output) if point.pick is not None else output
-            patched = self._visit(point, value, listeners)
-            return patched if patched is not value else None
-
-        return hook
-
-    def _input_hook(self, point, listeners):
-        def hook(module, args, kwargs):
-            value = args[0]
-            patched = self._visit(point, value, listeners)
-            return ((patched, *args[1:]), kwargs) if patched is not value else None
-
-        return hook
-
     def on_reduced(self, modality: str, index: int, embeddings: torch.Tensor) -> torch.Tensor:
         """The reduction stage's hook point `reduce.{modality}.{index}`: the item's embeddings entering the LLM."""
         return self._visit(self.points[f"reduce.{modality}.{index}"], embeddings, ())
@@ -201,4 +181,116 @@ class CaptureSession:
     def finish(self, token_map) -> CaptureResults:
         """Assemble every result against the final token map (prompt rows plus generated rows)."""
         results = {name: capturer.finish(token_map) for name, capturer in self.capturers.items()}
-        return CaptureResults(**results, cache=self.activations.finish(), llm_drop=self.llm_drop)
+        return CaptureResults(results, self.activations.finish(), self.llm_drop)
+
+
+def install_point_hooks(session: HookSession, points: list, visit) -> None:
+    """Register one hook per point (those with a module) that hands its value to `visit(point, value)` and puts back
+    what `visit` returns when it replaced the value."""
+    for point in points:
+        if point.module is None:
+            continue
+        if point.on_input:
+            session.on_input(point.module, _input_hook(point, visit))
+        else:
+            session.on_output(point.module, _output_hook(point, visit))
+
+
+def _output_hook(point, visit):
+    def hook(module, inputs, output):
+        value = point.pick(output) if point.pick is not None else output
+        patched = visit(point, value)
+        return patched if patched is not value else None
+
+    return hook
+
+
+def _input_hook(point, visit):
+    def hook(module, args, kwargs):
+        value = args[0]
+        patched = visit(point, value)
+        return ((patched, *args[1:]), kwargs) if patched is not value else None
+
+    return hook
+
+
+class BatchSession:
+    """Hooks for one forward over B prompts padded on the right (`(B, L, ...)`, or `(B * L, ...)` where transformers
+    flattens the tokens, as around the MoE experts). Each hook value is cut to each row's own positions and handed to
+    that row's `CaptureSession`, which patches, caches and listens exactly as in a forward of its prompt alone; a
+    patched slice is written back into the batch. Right padding keeps every row exact: the LLM is causal (attention,
+    the Mamba-2 conv and scan) or per token (norms, MoE), so the padding after a row never reaches it.
+
+    Args:
+        sessions: one `CaptureSession` per row, its reduced token map already set.
+        lengths: each row's length (its positions are 0 .. length - 1).
+    """
+
+    def __init__(self, sessions: list[CaptureSession], lengths: list[int]):
+        if len(sessions) != len(lengths):
+            raise ValueError(f"{len(sessions)} sessions for {len(lengths)} rows")
+        self.sessions, self.lengths = sessions, [int(length) for length in lengths]
+        self.padded = max(self.lengths)
+        self.hooked = [set(session.hooked_names()) for session in sessions]
+
+    def installed(self) -> HookSession:
+        """A `HookSession` with the LLM's hooks of every row registered (each point once); the rows' calls are set to
+        one prefill call over their own positions."""
+        for session, length in zip(self.sessions, self.lengths, strict=True):
+            session.calls.start, session.calls.length, session.calls.seen, session.calls.step = 0, length, length, 0
+        points = self.sessions[0].points
+        llm_points = [
+            point for name, point in points.items() if point.stage == "llm" and any(name in h for h in self.hooked)
+        ]
+        hooks = HookSession()
+        try:
+            install_point_hooks(hooks, llm_points, self.visit)
+        except BaseException:
+            hooks.__exit__(None, None, None)
+            raise
+        return hooks
+
+    def visit(self, point, value):
+        replaced = None
+        for row, (session, length) in enumerate(zip(self.sessions, self.lengths, strict=True)):
+            if point.name not in self.hooked[row]:
+                continue
+            mine = _cut(value, row, length, len(self.sessions), self.padded)
+            new = session.visit(point, mine)
+            if new is not mine:
+                replaced = _clone(value) if replaced is None else replaced
+                _put(replaced, new, row, length, len(self.sessions), self.padded)
+        return value if replaced is None else replaced
+
+
+def _rows_view(tensor: torch.Tensor, batch: int, padded: int) -> torch.Tensor:
+    """`(B, L, ...)` view of a batched value: itself, or the unflattened `(B * L, ...)` one."""
+    if tensor.shape[0] == batch and tensor.dim() >= 2 and tensor.shape[1] == padded:
+        return tensor
+    if tensor.shape[0] == batch * padded:
+        return tensor.view(batch, padded, *tensor.shape[1:])
+    raise RuntimeError(f"a hook value of shape {tuple(tensor.shape)} is not laid out as {batch} rows of {padded}")
+
+
+def _cut(value, row: int, length: int, batch: int, padded: int):
+    """Row `row`'s part of a batched value, shaped as in a forward of that row alone."""
+    if isinstance(value, tuple):
+        return tuple(_cut(part, row, length, batch, padded) for part in value)
+    flat = value.shape[0] == batch * padded and not (value.shape[0] == batch and value.dim() >= 2)
+    view = _rows_view(value, batch, padded)
+    return view[row, :length] if flat else view[row : row + 1, :length]
+
+
+def _clone(value):
+    return tuple(_clone(part) for part in value) if isinstance(value, tuple) else value.clone()
+
+
+def _put(target, new, row: int, length: int, batch: int, padded: int) -> None:
+    """Write a row's replaced value back into the batched `target` (in place)."""
+    if isinstance(target, tuple):
+        for part, replacement in zip(target, new, strict=True):
+            _put(part, replacement, row, length, batch, padded)
+        return
+    view = _rows_view(target, batch, padded)
+    flat = target.shape[0] == batch * padded and not (target.shape[0] == batch and target.dim() >= 2)
+    view[row, :length] = new if flat else new[0]

@@ -1,13 +1,12 @@
-"""Studies on Ray: the `Ray` options, the `StudyWorker` actor that loads the model once, and the driver loop.
+"""Studies on Ray: `Ray`, the executor (omni_lab/executors.py) whose `StudyWorker` actors each load the model once.
 
-The driver (the process that called the study) plans the cells (a sweep's (prompt, reducer, rate) rows; one prompt
-for `reinsertion`, `pruned_contribution`, `routing_shift`, `expert_specialization`), packs them into chunks and
-hands each chunk to a `StudyWorker` actor with the dataset rows it needs (plain data: texts, media paths,
-ShapesWorld seeds); the actor builds the prompts, computes the rows with the study's own cell function (`STUDIES`,
-the one the local path calls) and returns them. The driver alone writes rows, keyed by cell, so none is written
-twice. Ray restarts a dead actor (`max_restarts`) and retries its
-task (`max_task_retries`); a chunk whose actor is gone for good goes to another actor. Scheduling, retries and
-placement are Ray's: the driver only keeps each actor a few chunks ahead with `ray.wait`.
+The study (on the calling process) plans its cells and packs them into chunks; `Ray.run` hands each chunk to an actor
+with the study's `Work` cut to the dataset rows the chunk needs (plain data: texts, media paths, ShapesWorld seeds,
+and the study's cell function and prompt builder, which travel by reference); the actor builds the prompts, computes
+the rows with that very function (the one the local path calls) and returns them. The study alone writes rows, keyed
+by cell, so none is written twice. Ray restarts a dead actor (`max_restarts`) and retries its task
+(`max_task_retries`); a chunk whose actor is gone for good goes to another actor. Scheduling, retries and placement
+are Ray's: the driver only keeps each actor a few chunks ahead with `ray.wait`. Nothing here knows which study runs.
 
 `ray` is imported inside the functions here, never at import time.
 """
@@ -21,21 +20,14 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..errors import OmniLabInputError, OmniLabModelError
+from ..executors import Executor, Work
 
-INSTALL = "pip install 'omni-lab[cluster]' (or pip install 'ray>=2.9')"
-# study name -> "module:function", its cell function (lab, prompt_of, cells, **options) -> row dicts
-STUDIES = {
-    "sweep": "omni_lab.studies.sweep:compute_cells",
-    "reinsertion": "omni_lab.studies.reinsertion:compute_cells",
-    "pruned_contribution": "omni_lab.studies.contribution:compute_cells",
-    "routing_shift": "omni_lab.studies.routing:shift_cells",
-    "expert_specialization": "omni_lab.studies.routing:specialization_cells",
-}
+INSTALL = "pip install 'omni-lab[cluster]'"
 
 
 @dataclass(frozen=True)
-class Ray:
-    """Where and how a study's cells run on Ray.
+class Ray(Executor):
+    """Where and how a study's cells run on Ray (an `Executor`).
 
     Attributes:
         address: a running Ray cluster ("host:port", "ray://host:10001" or "auto"); None starts Ray on this
@@ -65,6 +57,9 @@ class Ray:
     max_task_retries: int = 3
     chunks_in_flight: int = 2
 
+    loads_models = True  # the actors load the model: a study may be given a source string
+    remote = True  # work travels to other processes: prompts must be data
+
     def __post_init__(self):
         checks = {
             "workers": (self.workers, 1, "at least one actor"),
@@ -90,6 +85,10 @@ class Ray:
                 "give gpus_per_worker >= 1 for a GPU device"
             )
 
+    def run(self, lab, work: Work, chunks: list[list], emit) -> int:
+        """The `Executor` interface: `run_chunks` with these options."""
+        return run_chunks(self, lab, work, chunks, emit)
+
     @property
     def resolved_device(self) -> str:
         """The device the actors load the model on."""
@@ -110,7 +109,7 @@ class Ray:
 
 
 class StudyWorker:
-    """A Ray actor's state: one loaded lab, and the cells it computes for any study in `STUDIES`.
+    """A Ray actor's state: one loaded lab, and the chunks of any study it computes.
 
     Args:
         source, device, dtype: passed to `ol.load` (once, when the actor starts or restarts).
@@ -122,23 +121,10 @@ class StudyWorker:
         self.lab = load(source, device=device, dtype=dtype, progress=False)
         self.cells_computed = 0
 
-    def compute(self, study: str, rows: dict, cells: list, options: dict) -> list[dict]:
-        """Rows of one chunk.
-
-        Args:
-            study: a key of `STUDIES`.
-            rows: {prompt index: dataset row} for the chunk's prompts.
-            cells: the study's cells (each with the index of its prompt, `.prompt`).
-            options: the study's keyword options for its cell function.
-        Returns:
-            the cells' row dicts (one per sweep cell; a prompt's rows for the per-prompt studies).
-        """
-        from ..studies.dataset import build_prompt
-
-        module, function = STUDIES[study].split(":")
-        cells_function = getattr(importlib.import_module(module), function)
-        result = cells_function(self.lab, lambda index: build_prompt(self.lab, rows[index]), cells, **options)
-        self.cells_computed += len(result)
+    def compute(self, work: Work, chunk: list) -> list[dict]:
+        """The rows of one chunk: `work.compute` on this actor's lab (prompts built from `work.rows`)."""
+        result = work.compute(self.lab, chunk)
+        self.cells_computed += len(chunk)
         return result
 
     def pid(self) -> int:
@@ -217,22 +203,22 @@ def start_workers(options: Ray, source: str, dtype) -> tuple[list, list[str]]:
     return actors, names
 
 
-def run_chunks(options: Ray, lab, study: str, dataset, chunks: list[list], study_options: dict, emit) -> int:
-    """Compute `chunks` on Ray actors; hand each chunk's rows to `emit` (on this process) as they arrive.
+def run_chunks(options: Ray, lab, work: Work, chunks: list[list], emit) -> int:
+    """`Ray.run`: compute `chunks` on Ray actors; hand each chunk's rows to `emit` (here) as they arrive.
 
     Args:
         options: the `Ray` options.
         lab: the study's `Lab` (its source and dtype are the actors' defaults) or a model source string.
-        study: a key of `STUDIES`.
-        dataset: the study's `Dataset`; each chunk carries the rows of its prompts.
+        work: the study's `Work` (each chunk ships with the dataset rows of its prompts).
         chunks: lists of cells.
-        study_options: keyword options of the study's cell function.
         emit: rows -> number of cells newly stored (the driver's only writer).
     Returns:
         the number of cells stored.
     """
     source = options.source or (lab if isinstance(lab, str) else lab.source.spec)
     dtype = options.dtype if options.dtype is not None or isinstance(lab, str) else lab.dtype
+    for chunk in chunks:  # every chunk's rows are there before any actor starts
+        work.for_chunk(chunk)
     ray = connect(options)
     from ray import exceptions
     from ray.exceptions import RayActorError, RayTaskError
@@ -248,8 +234,7 @@ def run_chunks(options: Ray, lab, study: str, dataset, chunks: list[list], study
 
     def submit(index: int) -> None:
         chunk = queue.popleft()
-        rows = {cell.prompt: dataset.rows[cell.prompt] for cell in chunk}
-        reference = actors[index].compute.remote(study, rows, chunk, study_options)
+        reference = actors[index].compute.remote(work.for_chunk(chunk), chunk)
         in_flight[reference] = (index, chunk)
         load[index] += 1
 

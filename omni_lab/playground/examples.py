@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..modalities import MEDIA
+
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 INDEX_FILE = EXAMPLES_DIR / "index.json"
 
@@ -40,7 +42,7 @@ class GalleryExample:
 
     def media(self) -> dict:
         """{"image": path, "video": path, "audio": path} for the media this example has."""
-        return {kind: path for kind in ("image", "video", "audio") if (path := getattr(self, kind)) is not None}
+        return {kind: path for kind in MEDIA if (path := getattr(self, kind)) is not None}
 
 
 def load_examples(directory: Path = EXAMPLES_DIR) -> list[GalleryExample]:
@@ -54,9 +56,7 @@ def load_examples(directory: Path = EXAMPLES_DIR) -> list[GalleryExample]:
     entries = json.loads((directory / "index.json").read_text())["examples"]
     examples = []
     for entry in entries:
-        files = {
-            kind: str(directory / entry[kind]) if entry.get(kind) else None for kind in ("image", "video", "audio")
-        }
+        files = {kind: str(directory / entry[kind]) if entry.get(kind) else None for kind in MEDIA}
         examples.append(
             GalleryExample(
                 name=entry["name"],

@@ -12,30 +12,29 @@ the notebook widgets' own figure builders (`omni_lab.widgets`), so the playgroun
 
 from __future__ import annotations
 
-STATUS_COLOURS = {"kept": "#1f77b4", "merged": "#2ca02c", "pruned": "#d62728"}
+from ..modalities import PROMPT, VISUAL
 
 
 def token_counts_figure(run):
-    """Stacked bars: the prompt's tokens per modality that reached the LLM (kept, merged into another) or were pruned.
+    """Stacked bars: the prompt's tokens per modality by status (`TokenMap.status`): kept (reached the LLM), merged
+    into a kept token, or pruned; coloured from the widgets' palette (`omni_lab.widgets.palette`).
 
     Args:
         run: a `Run`.
     Returns:
         `plotly.graph_objects.Figure`.
     """
-    import numpy as np
     import plotly.graph_objects as go
 
+    from omni_lab.widgets.palette import STATUS_COLOURS
+
     token_map = run.token_map
-    modality = np.asarray(token_map["modality"])
-    prompt_rows = modality != "generated"
-    kept = np.asarray(token_map["kept"], dtype=bool)
-    merged = np.asarray(token_map["merged_into"]) >= 0
-    status = np.where(kept, "kept", np.where(merged, "merged", "pruned"))
-    names = [name for name in ("text", "image", "video", "audio") if (modality[prompt_rows] == name).any()]
+    modality = token_map["modality"]
+    status = token_map.status()
+    names = [name for name in PROMPT if (modality == name).any()]
     figure = go.Figure()
     for label, colour in STATUS_COLOURS.items():
-        counts = [int(((modality == name) & (status == label) & prompt_rows).sum()) for name in names]
+        counts = [int(((modality == name) & (status == label)).sum()) for name in names]
         figure.add_bar(name=label, x=names, y=counts, marker_color=colour, text=counts, textposition="inside")
     figure.update_layout(
         barmode="stack",
@@ -50,7 +49,7 @@ def token_counts_figure(run):
 
 def reduction_figure(run):
     """The token-reduction panel: `TokenReductionMap` for pictures, `AudioTimeline` for audio alone, else the counts."""
-    if run.token_map.rows(modality=("image", "video")).any():
+    if run.token_map.rows(modality=VISUAL).any():
         from omni_lab.widgets import TokenReductionMap
 
         return TokenReductionMap(run).figure()

@@ -24,6 +24,7 @@ import gradio as gr
 
 from .. import media
 from ..errors import OmniLabInputError, OmniLabModelError
+from ..modalities import MEDIA
 from .figures import figures
 
 REDUCERS = ("model", "none", "evs", "pixeldiff", "random", "uniform", "divprune", "tome")
@@ -191,7 +192,7 @@ def load_uploads(image, video, audio, settings: PlaygroundSettings) -> dict:
         OmniLabInputError: over the size limit, wrong type, corrupt or truncated, a video over the frame budget.
     """
     loaded = {}
-    for kind in ("image", "video", "audio"):
+    for kind in MEDIA:
         upload = _checked(kind, {"image": image, "video": video, "audio": audio}[kind], settings)
         if upload is None:
             continue
@@ -255,7 +256,7 @@ def run_stats(lab, run, first_token_s: float | None, request_s: float) -> dict:
         to the timings.
     """
     summary = run.to_dict()
-    media = ("image", "video", "audio")
+    media = MEDIA
     before = sum(summary["tokens_before"].get(modality, 0) for modality in media)
     after = sum(summary["tokens_after"].get(modality, 0) for modality in media)
     if first_token_s is not None:

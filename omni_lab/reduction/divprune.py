@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..modalities import MEDIA
 from .base import Reduction, ReductionItem, check_modality, check_rate, rate_budget
 
 CHUNK_ELEMENTS = 2**24  # distance entries held at once while finding nearest neighbours
@@ -31,7 +32,7 @@ CHUNK_ELEMENTS = 2**24  # distance entries held at once while finding nearest ne
 class DivPrune:
     """Keep the max-min diverse subset (cosine distance) of each item's embeddings, dropping `rate` of them."""
 
-    modalities = ("image", "video", "audio")
+    modalities = MEDIA
 
     def __init__(self, rate: float):
         self.rate = check_rate("DivPrune", rate)

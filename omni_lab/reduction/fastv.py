@@ -23,6 +23,7 @@ import torch
 from .. import validate
 from ..capture.results import LLMDrop
 from ..errors import OmniLabInputError
+from ..modalities import MEDIA, VISUAL
 from ..presets import layers
 from .base import check_rate
 
@@ -61,12 +62,12 @@ class FastV:
 
     in_llm = True
 
-    def __init__(self, layer: int, rate: float, modalities=("image", "video")):
+    def __init__(self, layer: int, rate: float, modalities=VISUAL):
         rate = check_rate("FastV", rate)
         layer = validate.number("FastV layer", layer, low=0, integer=True)
         if isinstance(modalities, str):
             modalities = (modalities,)
-        unknown = set(modalities) - {"image", "video", "audio"}
+        unknown = set(modalities) - set(MEDIA)
         if unknown:
             raise OmniLabInputError(f"FastV modalities {sorted(unknown)}: use image, video, audio")
         self.layer, self.rate, self.modalities = int(layer), float(rate), tuple(modalities)

@@ -7,12 +7,15 @@ Stages, in the order the model applies them (docs/token_reduction.md §1):
     audio   mel frames (10 ms)  ->  8x subsampling (80 ms per token)  ->  reducer
 
 The reducer stage's token-level decisions live in the run's token map (`kept`, `score`, `merged_into`, with the
-pixel box, frames and seconds of every token); the ledger's `.tokens()` and `.pruned()` read them from there.
+pixel box, frames and seconds of every token); the ledger's `.tokens()` and `.pruned()` read them from there, and
+`.summary()` counts them with `TokenMap.status()` (kept, merged, pruned), as every view does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..modalities import MEDIA
 
 
 @dataclass
@@ -26,7 +29,7 @@ class ReductionLedger:
     def tokens(self, modality: str | None = None, item: int | None = None):
         """Token-map rows of media tokens (pruned ones included) with kept / score / merged_into and provenance."""
         df = self.token_map.df
-        mask = df.modality.isin(["image", "video", "audio"]) if modality is None else df.modality == modality
+        mask = df.modality.isin(MEDIA) if modality is None else df.modality == modality
         if item is not None:
             mask &= df["item"] == item
         return df[mask]
@@ -41,17 +44,18 @@ class ReductionLedger:
         import pandas as pd
 
         rows = []
+        status = self.token_map.status()
         for (modality, item), group in self.tokens().groupby(["modality", "item"], sort=False):
-            merged = int((group.merged_into >= 0).sum())
-            kept = int(group.kept.sum())
+            mine = status[group.index.to_numpy()]
+            kept = int((mine == "kept").sum())
             rows.append(
                 {
                     "modality": modality,
                     "item": item,
                     "tokens": len(group),
                     "kept": kept,
-                    "merged": merged,
-                    "pruned": len(group) - kept - merged,
+                    "merged": int((mine == "merged").sum()),
+                    "pruned": int((mine == "pruned").sum()),
                     "kept_share": kept / max(1, len(group)),
                 }
             )

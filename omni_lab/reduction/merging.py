@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import OmniLabInputError
+from ..modalities import VISUAL
 from .base import Reduction, ReductionItem, check_modality, check_rate, rate_budget
 
 KEPT_SCORE = 2.0  # above every cosine distance: never merged away
@@ -77,7 +78,7 @@ class ToMe:
         r: tokens merged per round at most (ToMe's r); None merges as many as one matching allows (half).
     """
 
-    modalities = ("image", "video")
+    modalities = VISUAL
 
     def __init__(self, rate: float, r: int | None = None):
         if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):

@@ -2,7 +2,8 @@
 
 `at_rate("evs", 0.5)` is `EVS(0.5)`. Names are the lower-case class names plus the short names the playground's API
 documents ("random" for RandomDrop, "uniform" for UniformTemporal); case, "-" and "_" are ignored. UniformTemporal
-has no rate of its own: it keeps every k-th tubelet with k = round(1 / (1 - rate)), the nearest uniform budget.
+keeps every k-th tubelet with k = round(1 / (1 - rate)) (`UniformTemporal.at_rate`), the nearest uniform budget;
+every reducer states its own `modalities` and `budget(item)`, and its `rate` (UniformTemporal's from its stride).
 FastV acts inside the LLM at a layer and has no entry here.
 """
 
@@ -46,9 +47,7 @@ def at_rate(name: str, rate: float) -> Reducer:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
         raise OmniLabInputError(f"rate is the fraction of tokens to drop and must be in [0, 1), got {rate!r}")
     factory = REDUCER_NAMES[key]
-    if factory is UniformTemporal:
-        return UniformTemporal(max(1, round(1.0 / (1.0 - float(rate)))))
-    return factory(float(rate))
+    return factory.at_rate(float(rate)) if factory is UniformTemporal else factory(float(rate))
 
 
 def name_of(reducer) -> str:

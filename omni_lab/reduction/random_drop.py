@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import OmniLabInputError
+from ..modalities import MEDIA
 from .base import Reduction, ReductionItem, check_modality, check_rate, rate_budget
 
 
@@ -30,7 +31,7 @@ class RandomDrop:
     Exactly one of `rate`, `keep_count` and `match` is given.
     """
 
-    modalities = ("image", "video", "audio")
+    modalities = MEDIA
 
     def __init__(self, rate: float | None = None, seed: int = 0, keep_count: int | None = None, match=None):
         given = [

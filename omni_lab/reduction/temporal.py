@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import OmniLabInputError
-from .base import Reduction, ReductionItem, check_modality
+from .base import Reduction, ReductionItem, check_modality, check_rate
 
 
 def tubelet_layout(item: ReductionItem) -> tuple[int, int]:
@@ -41,6 +41,17 @@ class UniformTemporal:
         if isinstance(keep_every, bool) or not isinstance(keep_every, int) or keep_every < 1:
             raise OmniLabInputError(f"UniformTemporal keep_every must be an int >= 1, got {keep_every!r}")
         self.keep_every = keep_every
+
+    @classmethod
+    def at_rate(cls, rate: float) -> UniformTemporal:
+        """The stride nearest a drop rate: keep every k-th tubelet with k = round(1 / (1 - rate))."""
+        rate = check_rate("UniformTemporal", rate)
+        return cls(max(1, round(1.0 / (1.0 - rate))))
+
+    @property
+    def rate(self) -> float:
+        """The fraction of tubelets it drops on a long video: 1 - 1 / keep_every."""
+        return 1.0 - 1.0 / self.keep_every
 
     def __repr__(self) -> str:
         return f"UniformTemporal(keep_every={self.keep_every})"

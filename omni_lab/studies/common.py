@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import OmniLabInputError
+from ..modalities import MEDIA
 from ..reduction import Reduction
 
 
@@ -160,13 +161,14 @@ def kept_counts(token_map) -> dict:
     """Kept tokens per media modality and in total (prompt rows only)."""
     df = token_map.df
     prompt = df[df.modality != "generated"]
-    counts = {f"kept_{m}": int(prompt[(prompt.modality == m)].kept.sum()) for m in ("image", "video", "audio")}
+    counts = {f"kept_{m}": int(prompt[(prompt.modality == m)].kept.sum()) for m in MEDIA}
     counts["kept_tokens"] = int(prompt.kept.sum())
     counts["prompt_tokens"] = len(prompt)
     return counts
 
 
-def progress(total: int, description: str, enabled: bool):
+def progress_bar(total: int, description: str, enabled: bool):
+    """A tqdm bar (disabled when `enabled` is False)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=description, disable=not enabled, leave=False)

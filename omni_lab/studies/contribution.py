@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import validate
 from ..capture.interventions import ablate_tokens
-from .common import kl_divergence, margin, progress, unreduced_baseline, write_rows
+from .common import kl_divergence, margin, progress_bar, unreduced_baseline, write_rows
 from .per_prompt import is_many, one_prompt_only, run_per_prompt
 from .results import ContributionResult
 
@@ -51,7 +51,8 @@ def pruned_contribution(
     *,
     max_tokens: int = 96,
     seed: int = 0,
-    progress_bar: bool = True,
+    batch_size: int = 16,
+    progress: bool = True,
     out=None,
     cluster=None,
 ):
@@ -65,7 +66,8 @@ def pruned_contribution(
         reducer: a reducer object or {modality: reducer}.
         max_tokens: at most this many single-token ablations per prompt (an even random sample, seeded).
         seed: seed of that sample.
-        progress_bar: show a progress bar (over the ablations; over the prompts, all workers, with many prompts).
+        batch_size: ablations per forward (`Lab.prefill`: each row equals its ablation run alone).
+        progress: show a progress bar (over the ablations; over the prompts, all workers, with many prompts).
         out: SQLite (.sqlite/.db, table "pruned_contribution") or Parquet (.parquet). One prompt: its per-token
             rows. Many prompts: every prompt's rows, written prompt by prompt; a rerun with the same `out` skips the
             prompts already there (keyed by `prompt_key`).
@@ -82,41 +84,42 @@ def pruned_contribution(
     """
     max_tokens = validate.number("max_tokens", max_tokens, low=0, integer=True)  # 0: the two sets only
     seed = validate.number("seed", seed, low=0, integer=True)
+    batch_size = validate.number("batch_size", batch_size, low=1, integer=True)
     if is_many(prompt):
         return run_per_prompt(
             "pruned_contribution",
             compute_cells,
             lab,
             prompt,
-            {"reducer": reducer, "max_tokens": max_tokens, "seed": seed},
+            {"reducer": reducer, "max_tokens": max_tokens, "seed": seed, "batch_size": batch_size},
             columns=COLUMNS,
             dtypes=DTYPES,
             out=out,
             table="pruned_contribution",
-            progress_bar=progress_bar,
+            progress=progress,
             cluster=cluster,
         )
     one_prompt_only("pruned_contribution", cluster)
-    result = contribution(lab, prompt, reducer, max_tokens, seed, progress_bar)
+    result = contribution(lab, prompt, reducer, max_tokens, seed, progress, batch_size)
     write_rows(result.tokens, out, "pruned_contribution")
     return result
 
 
-def compute_cells(lab, prompt_of, cells: list, *, reducer, max_tokens: int, seed: int) -> list[dict]:
+def compute_cells(lab, prompt_of, cells: list, *, reducer, max_tokens: int, seed: int, batch_size: int) -> list[dict]:
     """Every ablation row of each prompt in `cells` (`PromptCell`s): its two sets, then its single tokens.
 
     Args:
         lab: the `Lab`.
         prompt_of: prompt index -> `Prompt` (built on the calling process).
         cells: the prompts.
-        reducer, max_tokens, seed: as in `pruned_contribution`.
+        reducer, max_tokens, seed, batch_size: as in `pruned_contribution`.
     Returns:
         row dicts with `COLUMNS`, a prompt's rows together.
     """
     rows = []
     missing = dict.fromkeys(TOKEN_COLUMNS)
     for cell in cells:
-        result = contribution(lab, prompt_of(cell.prompt), reducer, max_tokens, seed, progress_bar=False)
+        result = contribution(lab, prompt_of(cell.prompt), reducer, max_tokens, seed, False, batch_size)
         tags = {
             "prompt": cell.prompt,
             "prompt_key": cell.key,
@@ -134,7 +137,9 @@ def compute_cells(lab, prompt_of, cells: list, *, reducer, max_tokens: int, seed
     return rows
 
 
-def contribution(lab, prompt, reducer, max_tokens: int, seed: int, progress_bar: bool) -> ContributionResult:
+def contribution(
+    lab, prompt, reducer, max_tokens: int, seed: int, progress: bool, batch_size: int = 16
+) -> ContributionResult:
     """`pruned_contribution` on one prompt, nothing written."""
     import pandas as pd
 
@@ -148,31 +153,35 @@ def contribution(lab, prompt, reducer, max_tokens: int, seed: int, progress_bar:
     dropped_rows = media.index[~media.kept].to_numpy()
     kept_rows = media.index[media.kept].to_numpy()
 
-    def effect_of(rows) -> tuple[float, float]:
+    def masks_of(rows) -> np.ndarray:
         mask = np.zeros(len(decision), dtype=bool)
         mask[rows] = True
-        run = lab.run(
-            prompt,
-            max_new_tokens=1,
-            reducer=None,
-            return_logits=True,
-            encoded=encoded,
-            interventions=[ablate_tokens(mask)],
-        )
-        return abs(margin(run.logits[0], target) - base_margin), kl_divergence(reference_logits, run.logits[0])
+        return mask
 
     rng = np.random.default_rng(seed)
     sample = media.index.to_numpy()
     if len(sample) > max_tokens:
         sample = np.sort(rng.choice(sample, size=max_tokens, replace=False))
-    bar = progress(len(sample) + 2, "pruned contribution", progress_bar)
-    dropped_effect, dropped_kl = effect_of(dropped_rows) if len(dropped_rows) else (0.0, 0.0)
-    bar.update()
-    kept_effect, kept_kl = effect_of(kept_rows) if len(kept_rows) else (0.0, 0.0)
-    bar.update()
+    groups = [dropped_rows, kept_rows, *([row] for row in sample)]
+    bar = progress_bar(len(groups), "pruned contribution", progress)
+    effects = []  # (|change of the margin|, KL) of ablating each group; an empty group changes nothing
+    for start in range(0, len(groups), batch_size):
+        chunk = [masks_of(rows) for rows in groups[start : start + batch_size]]
+        prefilled = lab.prefill(
+            [prompt] * len(chunk),
+            reducer=None,
+            encoded=encoded,
+            interventions=[[ablate_tokens(mask)] for mask in chunk],
+        )
+        for mask, row in zip(chunk, prefilled, strict=True):
+            logits = row.next_token_logits
+            change = abs(margin(logits, target) - base_margin), kl_divergence(reference_logits, logits)
+            effects.append(change if mask.any() else (0.0, 0.0))
+        bar.update(len(chunk))
+    bar.close()
+    (dropped_effect, dropped_kl), (kept_effect, kept_kl) = effects[:2]
     rows = []
-    for row in sample:
-        effect, kl = effect_of([row])
+    for row, (effect, kl) in zip(sample, effects[2:], strict=True):
         token = decision.loc[row]
         rows.append(
             {
@@ -188,8 +197,6 @@ def contribution(lab, prompt, reducer, max_tokens: int, seed: int, progress_bar:
                 "kl": kl,
             }
         )
-        bar.update()
-    bar.close()
     tokens = pd.DataFrame(rows, columns=TOKEN_COLUMNS)
     scored = tokens.dropna(subset=["score"])
     spearman = float(scored.score.rank().corr(scored.effect.rank())) if len(scored) > 2 else float("nan")

@@ -1,12 +1,13 @@
 """`reinsertion`: put pruned tokens back a group at a time and see which ones the answer needed.
 
-The reducer's run is the starting point; each step restores one group of the tokens it pruned (a frame, a grid
-region, or the next k pruned tokens by the reducer's own score) and measures the first answer token's log-probability
+The reducer's run is the starting point; each step restores one group of the tokens it pruned (a unit of the one
+partition cut to the pruned tokens: a tubelet, a grid region, an audio window...; or the next k pruned tokens by the
+reducer's own score) and measures the first answer token's log-probability
 margin (log p(target) − the best other token's log p), with the target the prompt's reference or the unreduced
 answer. A group whose return lifts the margin held information the reduction threw away.
 
-Given a `Dataset` (or a list of prompts), the study runs prompt by prompt (here, or on Ray workers with
-`cluster=ol.cluster.Ray(...)`; see `per_prompt.py`) and returns one table of every prompt's groups, keyed by prompt.
+Given a `Dataset` (or a list of prompts), the study runs prompt by prompt on any executor (`cluster=`; see
+`per_prompt.py`) and returns one table of every prompt's groups, keyed by prompt.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import validate
-from .common import KeepMask, keep_masks_from, margin, progress, unreduced_baseline, write_rows
+from ..partition import GroupBy
+from .common import KeepMask, keep_masks_from, margin, progress_bar, unreduced_baseline, write_rows
 from .per_prompt import is_many, one_prompt_only, run_per_prompt
 from .results import ReinsertionResult
 
-GROUPINGS = ("frame", "region", "topk")
 GROUP_COLUMNS = ["group", "tokens_restored", "margin", "delta_margin", "recovered"]
 COLUMNS = ["prompt", "prompt_key", "target", "target_token", *GROUP_COLUMNS]  # the many-prompt table
 DTYPES = {
@@ -34,43 +35,39 @@ DTYPES = {
 }
 
 
-def _pruned_groups(token_map, modalities, groups: str, k: int, regions: int) -> list[tuple[str, np.ndarray]]:
-    """(label, token-map rows) of each group of pruned media tokens."""
-    df = token_map.df
-    pruned = df[df.modality.isin(modalities) & ~df.kept]
-    if groups == "topk":
-        order = pruned.sort_values("score", ascending=False, kind="stable")
+def pruned_groups(token_map, modalities, groups, k: int) -> list[tuple[str, np.ndarray]]:
+    """(label, token-map rows) of each group of pruned media tokens.
+
+    Args:
+        token_map: the reduced run's token map.
+        modalities: the modalities the reducers acted on.
+        groups: "topk" (the pruned tokens in the reducer's score order, k at a time) or a `GroupBy` of the one
+            partition (its units restricted to the pruned rows; units must share no token).
+        k: group size of "topk".
+    """
+    pruned = token_map.rows(modality=modalities, kept=False)
+    if isinstance(groups, str) and groups == "topk":
+        rows = np.flatnonzero(pruned)
+        order = rows[np.argsort(-np.nan_to_num(token_map["score"][rows], nan=-np.inf), kind="stable")]
         return [
-            (f"top {start + 1}-{min(start + k, len(order))}", order.index[start : start + k].to_numpy())
+            (f"top {start + 1}-{min(start + k, len(order))}", order[start : start + k])
             for start in range(0, len(order), k)
         ]
-    cells = token_map.region_of(regions) if groups == "region" else None  # (rows, 2)
-    labelled = []
-    for (modality, item), group in pruned.groupby(["modality", "item"], sort=False):
-        if groups == "frame" and modality == "video":
-            for tubelet, rows in group.groupby("tubelet", sort=True):
-                frames = rows.frames.iloc[0]
-                labelled.append((f"video {item} tubelet {tubelet} frames {frames}", rows.index.to_numpy()))
-        elif groups == "region" and modality in ("image", "video"):
-            rows = group.index.to_numpy()
-            region_row, region_col = cells[rows, 0], cells[rows, 1]
-            for cell_row, cell_col in sorted(set(zip(region_row.tolist(), region_col.tolist(), strict=True))):
-                members = rows[(region_row == cell_row) & (region_col == cell_col)]
-                labelled.append((f"{modality} {item} region {cell_row},{cell_col}", members))
-        else:
-            labelled.append((f"{modality} {item}", group.index.to_numpy()))
-    return labelled
+    units = groups.apply(token_map).only(groups.refines).restrict(pruned)
+    units.require_disjoint("reinsertion")
+    return [(unit.label, np.flatnonzero(unit.rows)) for unit in units]
 
 
 def reinsertion(
     lab,
     prompt,
     reducer,
-    groups: str = "frame",
+    groups="tubelet",
     *,
     k: int = 16,
-    regions: int = 2,
-    progress_bar: bool = True,
+    grid=(2, 2),
+    batch_size: int = 16,
+    progress: bool = True,
     out=None,
     cluster=None,
 ):
@@ -82,11 +79,14 @@ def reinsertion(
             `ol.studies.Dataset`, or a list of prompts, strings or (prompt, reference) pairs (with `cluster=`, a
             Dataset or strings: inputs travel as data).
         reducer: the reducer whose pruning is examined (a reducer object or {modality: reducer}).
-        groups: "frame" (video tubelets), "region" (a `regions` x `regions` grid per image / video, every tubelet
-            of a video sharing it: `TokenMap.region_of`) or "topk" (the pruned tokens in the reducer's score
-            order, k at a time).
-        k, regions: group sizes for "topk" and "region".
-        progress_bar: show a progress bar (over the groups; over the prompts, all workers, with many prompts).
+        groups: how the pruned tokens are restored: a grouping of the one partition (`omni_lab.partition`), its
+            units cut to the pruned tokens: "tubelet" (the default), "region" (a `grid` over each image / video,
+            spanning a video's tubelets), ("tubelet", "region"), "audio_window", "item", {name: mask}...; or "topk"
+            (the pruned tokens in the reducer's score order, k at a time). Units must share no token.
+        k: group size of "topk".
+        grid: the region grid `(rows, cols)` (or one int).
+        batch_size: groups per forward (`Lab.prefill`: each row equals its restoration run alone).
+        progress: show a progress bar (over the groups; over the prompts, all workers, with many prompts).
         out: SQLite (.sqlite/.db, table "reinsertion") or Parquet (.parquet). One prompt: its `.groups`. Many
             prompts: every prompt's rows, written prompt by prompt; a rerun with the same `out` skips the prompts
             already there (keyed by `prompt_key`).
@@ -99,11 +99,12 @@ def reinsertion(
         Many prompts: DataFrame with `COLUMNS`: prompt (its index), prompt_key (its dataset key; a list's index),
         target, target_token, then each prompt's `.groups` rows, exactly as `reinsertion` on that prompt alone.
     """
-    groups = validate.choice("groups", groups, GROUPINGS)
     k = validate.number("k", k, low=1, integer=True)
-    regions = validate.number("regions", regions, low=1, integer=True)
+    batch_size = validate.number("batch_size", batch_size, low=1, integer=True)
+    if not (isinstance(groups, str) and groups == "topk"):
+        groups = GroupBy.of(groups, grid=grid)
     if is_many(prompt):
-        options = {"reducer": reducer, "groups": groups, "k": k, "regions": regions}
+        options = {"reducer": reducer, "groups": groups, "k": k, "batch_size": batch_size}
         return run_per_prompt(
             "reinsertion",
             compute_cells,
@@ -114,29 +115,29 @@ def reinsertion(
             dtypes=DTYPES,
             out=out,
             table="reinsertion",
-            progress_bar=progress_bar,
+            progress=progress,
             cluster=cluster,
         )
     one_prompt_only("reinsertion", cluster)
-    result = reinsert(lab, prompt, reducer, groups, k, regions, progress_bar)
+    result = reinsert(lab, prompt, reducer, groups, k, progress, batch_size)
     write_rows(result.groups, out, "reinsertion")
     return result
 
 
-def compute_cells(lab, prompt_of, cells: list, *, reducer, groups: str, k: int, regions: int) -> list[dict]:
+def compute_cells(lab, prompt_of, cells: list, *, reducer, groups, k: int, batch_size: int) -> list[dict]:
     """Every group row of each prompt in `cells` (`PromptCell`s), tagged with the prompt and its target.
 
     Args:
         lab: the `Lab`.
         prompt_of: prompt index -> `Prompt` (built on the calling process).
         cells: the prompts.
-        reducer, groups, k, regions: as in `reinsertion`.
+        reducer, groups, k, batch_size: as in `reinsertion` (groups "topk" or a `GroupBy`).
     Returns:
         row dicts with `COLUMNS`, a prompt's rows together.
     """
     rows = []
     for cell in cells:
-        result = reinsert(lab, prompt_of(cell.prompt), reducer, groups, k, regions, progress_bar=False)
+        result = reinsert(lab, prompt_of(cell.prompt), reducer, groups, k, False, batch_size)
         tags = {
             "prompt": cell.prompt,
             "prompt_key": cell.key,
@@ -147,8 +148,8 @@ def compute_cells(lab, prompt_of, cells: list, *, reducer, groups: str, k: int, 
     return rows
 
 
-def reinsert(lab, prompt, reducer, groups: str, k: int, regions: int, progress_bar: bool) -> ReinsertionResult:
-    """`reinsertion` on one prompt, nothing written (`groups` already checked)."""
+def reinsert(lab, prompt, reducer, groups, k: int, progress: bool, batch_size: int = 16) -> ReinsertionResult:
+    """`reinsertion` on one prompt, nothing written (`groups` already "topk" or a `GroupBy`)."""
     import pandas as pd
 
     baseline = unreduced_baseline(lab, prompt, reducer, "reinsertion")
@@ -167,30 +168,35 @@ def reinsert(lab, prompt, reducer, groups: str, k: int, regions: int, progress_b
         {"group": "reduced", "tokens_restored": 0, "margin": reduced_margin, "delta_margin": 0.0, "recovered": 0.0},
     ]
     base_masks = keep_masks_from(reduced.token_map, reducers)
-    labelled = _pruned_groups(reduced.token_map, list(reducers), groups, k, regions)
+    labelled = pruned_groups(reduced.token_map, list(reducers), groups, k)
     df = reduced.token_map.df
     item_row_index = {
         key: np.flatnonzero(((df.modality == key[0]) & (df["item"] == key[1])).to_numpy()) for key in base_masks
     }
-    bar = progress(len(labelled), "reinsertion", progress_bar)
-    for label, group_rows in labelled:
-        masks = {key: mask.copy() for key, mask in base_masks.items()}
-        for row in group_rows:
-            modality, item = df.at[row, "modality"], int(df.at[row, "item"])
-            item_rows = item_row_index[(modality, item)]  # the item's rows are not contiguous (frame labels)
-            masks[(modality, item)][np.searchsorted(item_rows, row)] = True
-        run = lab.run(prompt, max_new_tokens=1, reducer=KeepMask(masks, label), return_logits=True, encoded=encoded)
-        value = margin(run.logits[0], target)
-        rows.append(
-            {
-                "group": label,
-                "tokens_restored": len(group_rows),
-                "margin": value,
-                "delta_margin": value - reduced_margin,
-                "recovered": (value - reduced_margin) / lost if abs(lost) > 1e-9 else float("nan"),
-            }
-        )
-        bar.update()
+    bar = progress_bar(len(labelled), "reinsertion", progress)
+    for start in range(0, len(labelled), batch_size):
+        chunk = labelled[start : start + batch_size]
+        keep_masks = []
+        for label, group_rows in chunk:
+            masks = {key: mask.copy() for key, mask in base_masks.items()}
+            for row in group_rows:
+                modality, item = df.at[row, "modality"], int(df.at[row, "item"])
+                item_rows = item_row_index[(modality, item)]  # the item's rows are not contiguous (frame labels)
+                masks[(modality, item)][np.searchsorted(item_rows, row)] = True
+            keep_masks.append(KeepMask(masks, label))
+        prefilled = lab.prefill([prompt] * len(chunk), reducer=keep_masks, encoded=encoded)
+        for (label, group_rows), row in zip(chunk, prefilled, strict=True):
+            value = margin(row.next_token_logits, target)
+            rows.append(
+                {
+                    "group": label,
+                    "tokens_restored": len(group_rows),
+                    "margin": value,
+                    "delta_margin": value - reduced_margin,
+                    "recovered": (value - reduced_margin) / lost if abs(lost) > 1e-9 else float("nan"),
+                }
+            )
+        bar.update(len(chunk))
     bar.close()
     return ReinsertionResult(
         groups=pd.DataFrame(rows, columns=GROUP_COLUMNS),

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import validate
 from ..capture.results import entropy_bits
-from .common import as_prompt, as_prompts, progress, write_rows
+from .common import as_prompt, as_prompts, progress_bar, write_rows
 from .dataset import Dataset
 from .per_prompt import is_many, one_prompt_only, run_per_prompt
 from .results import Specialization
@@ -34,7 +34,7 @@ SHIFT_DTYPES = {
 }
 
 
-def routing_shift(lab, prompt, reducer, *, out=None, progress_bar: bool = True, cluster=None):
+def routing_shift(lab, prompt, reducer, *, out=None, progress: bool = True, cluster=None):
     """Per MoE layer and modality, the share of surviving tokens whose top-k expert set changes under `reducer`.
 
     Args:
@@ -44,7 +44,7 @@ def routing_shift(lab, prompt, reducer, *, out=None, progress_bar: bool = True, 
         reducer: a reducer object, {modality: reducer}, "model" or None.
         out: SQLite (.sqlite/.db, table "routing_shift") or Parquet (.parquet). Many prompts: written prompt by
             prompt; a rerun with the same `out` skips the prompts already there (keyed by `prompt_key`).
-        progress_bar: show a progress bar over the prompts (all workers), with many prompts.
+        progress: show a progress bar over the prompts (all workers), with many prompts.
         cluster: None (run here) or `ol.cluster.Ray(...)` (many prompts only): prompts run on Ray actors that each
             load the model once; their rows come back here, into the same table and `out`.
     Returns:
@@ -63,7 +63,7 @@ def routing_shift(lab, prompt, reducer, *, out=None, progress_bar: bool = True, 
             dtypes=SHIFT_DTYPES,
             out=out,
             table="routing_shift",
-            progress_bar=progress_bar,
+            progress=progress,
             cluster=cluster,
         )
     one_prompt_only("routing_shift", cluster)
@@ -180,7 +180,7 @@ def specialization_cells(lab, prompt_of, cells: list, *, reducer, top: int) -> l
 
 
 def expert_specialization(
-    lab, prompts, *, reducer="model", top: int = 5, progress_bar: bool = True, out=None, cluster=None
+    lab, prompts, *, reducer="model", top: int = 5, progress: bool = True, out=None, cluster=None
 ) -> Specialization:
     """Layer x expert x modality load over `prompts`, routing entropy per modality, each expert's top tokens.
 
@@ -190,7 +190,7 @@ def expert_specialization(
             Dataset or strings: inputs travel as data).
         reducer: passed to `lab.run` ("model": the model's own EVS).
         top: how many tokens to keep per expert.
-        progress_bar: show a progress bar over the prompts (all workers).
+        progress: show a progress bar over the prompts (all workers).
         out: SQLite (.sqlite/.db) or Parquet (.parquet). A list of prompts: `.load`, once pooled (table
             "expert_specialization"). A Dataset or `cluster=`: each prompt's rows as it is done (table
             "expert_specialization_prompts", `PROMPT_COLUMNS`: "load" rows hold its load, "top" rows its experts'
@@ -217,7 +217,7 @@ def expert_specialization(
             dtypes=PROMPT_DTYPES,
             out=out,
             table="expert_specialization_prompts",
-            progress_bar=progress_bar,
+            progress=progress,
             cluster=cluster,
         )
         load = rows[rows.part == "load"][LOAD_COLUMNS].astype({"count": "int64"})
@@ -226,7 +226,7 @@ def expert_specialization(
         return pool(load, picks, top)
     prompts = as_prompts(lab, prompts)
     loads, picks = [], []
-    bar = progress(len(prompts), "expert specialization", progress_bar)
+    bar = progress_bar(len(prompts), "expert specialization", progress)
     for index, prompt in enumerate(prompts):
         prompt_load, prompt_picks = prompt_routing(lab, prompt, index, reducer, top)
         loads.append(prompt_load)

@@ -8,23 +8,22 @@ is a strong baseline; any claim about a reducer needs it; docs/token_reduction.m
 
 The unit of work is a cell, one row: (prompt, reducer, rate) or its control, or a prompt's unreduced run. Cells are
 computed in chunks that keep a prompt's cells together (its media encoded and its unreduced run done once per
-chunk), here or on Ray workers (`cluster=ol.cluster.Ray(...)`); either way the driver alone writes the rows, keyed
-by (prompt_key, reducer, rate, control_for), so a rerun with the same `out` skips the cells already written.
+chunk) on any executor (`cluster=`: here, `ol.executors.Threads`, `ol.cluster.Ray(...)`); either way the study alone
+writes the rows (`execution.run_cells`), keyed by (prompt_key, reducer, rate, control_for), so a rerun with the same
+`out` skips the cells already written.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 from dataclasses import dataclass
 
 from .. import validate
 from ..errors import OmniLabInputError
+from ..executors import Local
 from ..reduction import Reducer
-from .common import RowStore, is_correct, kept_counts, kl_divergence, progress
-from .per_prompt import check_lab_and_cluster, study_inputs
-
-log = logging.getLogger("omni_lab.studies")
+from .common import RowStore, is_correct, kept_counts, kl_divergence
+from .execution import resolve, run_cells
 
 COLUMNS = [
     "prompt",
@@ -241,7 +240,7 @@ def sweep(
     *,
     max_new_tokens: int = 8,
     seed: int = 0,
-    progress_bar: bool = True,
+    progress: bool = True,
     out=None,
     cluster=None,
     chunk_size: int = 32,
@@ -259,13 +258,15 @@ def sweep(
         rates: fractions of tokens to drop.
         max_new_tokens: answer length.
         seed: seed of the RandomDrop controls.
-        progress_bar: show a progress bar (over all cells, all workers).
+        progress: show a progress bar (over all cells, all workers).
         out: SQLite (.sqlite/.db: rows appended to table "sweep") or Parquet (.parquet). Written chunk by chunk;
             a rerun with the same `out` skips the cells already there (rows keyed by prompt_key, reducer, rate,
             control_for; a Dataset's keys are stable, a list's are its indices).
-        cluster: None (run here) or `ol.cluster.Ray(...)`: chunks of cells run on Ray actors that each load the
-            model once; the rows come back here, into the same table and `out`.
-        chunk_size: cells per chunk here (`cluster.chunk_size` on Ray); a prompt's cells stay in one chunk.
+        cluster: where the cells run: None (here), `ol.executors.Threads(labs)` (several labs in this process) or
+            `ol.cluster.Ray(...)` (Ray actors that each load the model once); the rows come back here, into the
+            same table and `out`.
+        chunk_size: cells per chunk here (an executor's own `chunk_size` elsewhere); a prompt's cells stay in one
+            chunk.
     Returns:
         DataFrame with `COLUMNS`: one row per (prompt, reducer, rate), the control rows (`control_for` names the
         reducer they match) and one unreduced row per prompt (reducer "none", rate 0); `prompt` is the prompt's
@@ -273,8 +274,8 @@ def sweep(
     """
     import pandas as pd
 
-    check_lab_and_cluster("sweep", lab, cluster)
-    prompt_keys, prompt_of, dataset = study_inputs(lab, prompts, cluster)
+    chunk_size = validate.number("chunk_size", chunk_size, low=1, integer=True)
+    executor, inputs = resolve("sweep", lab, prompts, Local(chunk_size) if cluster is None else cluster)
     if not reducers:
         raise OmniLabInputError("sweep needs at least one reducer")
     if isinstance(rates, (str, bytes)) or not hasattr(rates, "__iter__"):
@@ -283,50 +284,30 @@ def sweep(
     max_new_tokens = validate.number("max_new_tokens", max_new_tokens, low=1, integer=True)
     seed = validate.number("seed", seed, low=0, integer=True)
     made = [[_make(factory, rate) for rate in rates] for factory in reducers]  # every factory error before any run
-    cells = plan_cells(prompt_keys, made, rates, seed)
+    cells = plan_cells(inputs.keys, made, rates, seed)
     order_of = {cell.key: cell for cell in cells}
+    adopted: set = set()
+
+    def adopt(row: dict) -> dict | None:
+        key = _row_key(row)
+        if key not in order_of or key in adopted:
+            return None
+        adopted.add(key)
+        return {**row, "order": order_of[key].order, "prompt": order_of[key].prompt}
+
     store = RowStore(out, "sweep", KEY_COLUMNS)
-    stored = store.existing()
-    kept = []
-    if len(stored):
-        stored = stored.assign(_key=[_row_key(row) for _, row in stored.iterrows()])
-        stored = stored[stored._key.isin(order_of)].drop_duplicates("_key")
-        kept = [
-            {**row, "order": order_of[key].order, "prompt": order_of[key].prompt}
-            for key, row in zip(stored._key, stored.drop(columns="_key").to_dict("records"), strict=True)
-        ]
-    done = {_row_key(row) for row in kept}
-    pending = [cell for cell in cells if cell.key not in done]
-    if done:
-        log.info("sweep: %d of %d cells already in %s; computing %d", len(done), len(cells), out, len(pending))
-    rows = list(kept)
-    bar = progress(len(cells), "sweep", progress_bar)
-    bar.update(len(done))
-
-    def emit(chunk_rows: list[dict]) -> int:
-        """Store a chunk's rows once each (the driver is the only writer); returns how many were new."""
-        fresh = [row for row in chunk_rows if _row_key(row) not in done]
-        done.update(_row_key(row) for row in fresh)
-        if fresh:
-            store.append(pd.DataFrame(fresh)[COLUMNS])
-            rows.extend(fresh)
-        bar.update(len(fresh))
-        return len(fresh)
-
-    computed = 0
-    try:
-        if cluster is None:
-            for chunk in chunk_cells(pending, chunk_size):
-                computed += emit(compute_cells(lab, prompt_of, chunk, max_new_tokens=max_new_tokens, seed=seed))
-        else:
-            from ..cluster.ray import run_chunks
-
-            chunks = chunk_cells(pending, cluster.chunk_size)
-            options = {"max_new_tokens": max_new_tokens, "seed": seed}
-            computed = run_chunks(cluster, lab, "sweep", dataset, chunks, options, emit) if chunks else 0
-    finally:
-        bar.close()
-    log.info("sweep: computed %d cells", computed)
+    rows = run_cells(
+        inputs.work("sweep", compute_cells, {"max_new_tokens": max_new_tokens, "seed": seed}),
+        lab,
+        cells,
+        executor=executor,
+        chunk=chunk_cells,
+        row_key=_row_key,
+        adopt=adopt,
+        frame=lambda fresh: pd.DataFrame(fresh)[COLUMNS],
+        store=store,
+        progress=progress,
+    )
     frame = typed(pd.DataFrame(rows).sort_values("order", kind="stable")[COLUMNS].reset_index(drop=True))
     store.finish(frame)
     return frame

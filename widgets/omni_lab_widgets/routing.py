@@ -9,8 +9,9 @@ Figure (`.figure()`):
                  tokens and the first token of each media item without a kernel
 
 Live widget (`.widget()`): modality buttons, and a position box; clicking the strip selects a token.
-Reads `run.routing` (`load(by="modality")`, `entropy()`, `for_token()`, `experts`, `weights`) through widgets/data.py;
-a real-model run (52 layers x 128 experts x 20K positions) is binned to at most `max_columns` strip columns.
+Reads `run.routing` (`load(by="modality")`, `entropy()`, `for_token()`, `experts`, `weights`) through
+`routing_data.py`; a real-model run (52 layers x 128 experts x 20K positions) is binned to at most `max_columns`
+strip columns.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from omni_lab.errors import OmniLabInputError
+from omni_lab.modalities import MODALITIES
 
-from . import data, render
+from . import render
 from .base import View
-
-MAX_CHOICES = 24
+from .palette import modality_colour
+from .routing_data import expert_loads, position_label, routing_entropy, token_choices, top_expert_strip
 
 
 class ExpertRoutingView(View):
@@ -44,11 +46,11 @@ class ExpertRoutingView(View):
         self.run = run
         self.routing = routing
         self.token_map = routing.token_map
-        self.layers, self.loads = data.expert_loads(routing)
-        self.entropy = data.routing_entropy(routing)
-        self.strip = data.top_expert_strip(routing, max_columns=max_columns)
+        self.layers, self.loads = expert_loads(routing)
+        self.entropy = routing_entropy(routing)
+        self.strip = top_expert_strip(routing, max_columns=max_columns)
         self.positions = int(routing.experts.shape[1])
-        self.choices = self._token_choices()
+        self.choices = token_choices(self.token_map, self.positions)
         self.position = self.choices[0] if self.choices else 0
         self._widget = None
 
@@ -64,19 +66,6 @@ class ExpertRoutingView(View):
         return (
             f"{len(self.layers)} MoE layers × {self.routing.num_experts} experts (top-{k}), {self.positions} positions"
         )
-
-    def _token_choices(self) -> list[int]:
-        answer = data.answer_positions(self.token_map, limit=self.positions).tolist()
-        modality = data.position_column(self.token_map, "modality", self.positions)
-        item = data.position_column(self.token_map, "item", self.positions)
-        firsts = []
-        seen = set()
-        for position, (name, index) in enumerate(zip(modality, item, strict=True)):
-            if name in data.MEDIA and (name, index) not in seen:
-                seen.add((name, index))
-                firsts.append(position)
-        last_prompt = [self.positions - len(answer) - 1] if self.positions - len(answer) - 1 >= 0 else []
-        return list(dict.fromkeys(answer + firsts + last_prompt))[:MAX_CHOICES]
 
     # --------------------------------------------------------------------------------------------------- figure
     def figure(self) -> go.Figure:
@@ -152,7 +141,7 @@ class ExpertRoutingView(View):
                     y=mine.entropy_bits.to_numpy(np.float32),
                     mode="lines+markers",
                     name=group,
-                    line={"color": "#000000" if group == "all" else render.modality_colour(group), "width": 2},
+                    line={"color": "#000000" if group == "all" else modality_colour(group), "width": 2},
                     marker={"size": 5},
                     hovertemplate=f"{group} · layer %{{x}}<br>%{{y:.2f}} bits<extra></extra>",
                 )
@@ -174,12 +163,12 @@ class ExpertRoutingView(View):
         return ((self.strip.start + self.strip.stop - 1) / 2).astype(np.float32)
 
     def _modality_band(self) -> go.Heatmap:
-        names = list(dict.fromkeys([*data.MODALITY_ORDER, "mixed", *self.strip.modality.tolist()]))
+        names = list(dict.fromkeys([*MODALITIES, "mixed", *self.strip.modality.tolist()]))
         codes = np.array([names.index(name) for name in self.strip.modality], dtype=np.int16)
         scale = []
         for index, name in enumerate(names):
             low, high = index / len(names), (index + 1) / len(names)
-            scale += [[low, render.modality_colour(name)], [high, render.modality_colour(name)]]
+            scale += [[low, modality_colour(name)], [high, modality_colour(name)]]
         return go.Heatmap(
             z=codes[None, :],
             x=self._columns(),
@@ -215,7 +204,7 @@ class ExpertRoutingView(View):
         )
 
     def _token_arrays(self, position: int) -> dict:
-        table = data.token_routing(self.routing, position)
+        table = self.routing.for_token(int(position))
         weights = table.weight.to_numpy(np.float32)
         top = float(weights.max()) if len(weights) else 1.0
         return {
@@ -230,7 +219,7 @@ class ExpertRoutingView(View):
                 "cmax": top,
                 "line": {"width": 1, "color": "#444"},
             },
-            "name": data.position_label(self.token_map, position),
+            "name": position_label(self.token_map, position),
         }
 
     def _token_trace(self, position: int) -> go.Scatter:
@@ -327,7 +316,7 @@ class ExpertRoutingView(View):
         return int(self.strip.start[column])
 
     def _label_text(self) -> str:
-        return f"selected: {data.position_label(self.token_map, self.position)} (click the strip to choose)"
+        return f"selected: {position_label(self.token_map, self.position)} (click the strip to choose)"
 
     def show_group(self, group: str) -> None:
         """Show the load of one group ("all" or a modality) in the live widget."""

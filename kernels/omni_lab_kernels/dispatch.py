@@ -3,9 +3,9 @@
 Backend choice (as nanochat's detect-once module and timm's environment overrides do):
 
 - ``OMNI_LAB_KERNELS=auto`` (default): Triton for CUDA tensors when ``import triton`` works, else torch: for the
-  attention mass torch's fused attention (``kernels/sdpa.py``, float64 goes to the reference), for the rest the
+  attention mass torch's fused attention (``sdpa.py``, float64 goes to the reference), for the rest the
   reference.
-- ``OMNI_LAB_KERNELS=ref``: always the readable torch reference (``kernels/ref.py``).
+- ``OMNI_LAB_KERNELS=ref``: always the readable torch reference (``ref.py``).
 - ``OMNI_LAB_KERNELS=triton``: Triton whenever it can run: CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``
   (the Triton interpreter, for tests).
 

@@ -4,11 +4,12 @@ attention and Mamba layer in the model's own order.
 Figure (`.figure()`): stacked bars of mass per modality for every captured layer (attention layers shaded and
 labelled "attn", Mamba layers "mamba"); a dropdown picks the query (the answer's tokens by default, each answer
 token, all queries, or the capture's query groups); a slider picks a layer for the detail below: mass per head over
-modalities, and mass per segment (media item, text span, frame, audio window or region, as captured). All of it
+modalities, and mass per segment (media item, text span, tubelet, audio window or region, as captured). All of it
 works without a kernel.
 
 Live widget (`.widget()`): query and layer dropdowns driving the same figure; clicking a bar selects its layer.
-Reads `run.attention_mass` and `run.mamba_mass` (`by_modality()`, `mass`, `segments`, `queries`) via widgets/data.py.
+Reads `run.attention_mass` and `run.mamba_mass` (`by_modality()`, `mass`, `segments`, `query_rows()`) in the model's
+layer order (`combine_in_layer_order`) through `attention_data.py`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from omni_lab.capture.results import combine_in_layer_order
 from omni_lab.errors import OmniLabInputError
 
-from . import data, render
+from . import render
+from .attention_data import head_mass, mass_for_layer, mass_modalities, modality_mass, query_choices, segment_mass
 from .base import View
+from .palette import ATTENTION_SHADE, modality_colour
 
-MAX_QUERY_CHOICES = 16
 KIND_LABEL = {"attention": "attn", "mamba": "mamba"}
 
 
@@ -31,22 +34,22 @@ class ModalityAttentionView(View):
 
     Args:
         run: a `Run` captured with "attention_mass" and / or "mamba_mass".
-        query: the query rows to show first (see `data.query_rows`; default the answer's tokens).
+        query: the query rows to show first (see `ModalityMass.query_rows`; default the answer's tokens).
     """
 
     title = "Attention and Mamba mass over modalities"
 
     def __init__(self, run, *, query="answer"):
         self.run = run
-        self.entries = data.mass_layers(run)
+        self.entries = combine_in_layer_order(run.attention_mass, run.mamba_mass)
         if not self.entries:
             raise OmniLabInputError(
                 "ModalityAttentionView needs a run captured with capture=['attention_mass', 'mamba_mass'] (either)"
             )
-        self.modalities = data.mass_modalities(run)
+        self.modalities = mass_modalities(run)
         self.query = query
         self.layer = self.entries[0][0]
-        self.choices = self._query_choices()
+        self.choices = query_choices(self.entries[0][2])
         self._widget = None
 
     def __repr__(self) -> str:
@@ -56,25 +59,6 @@ class ModalityAttentionView(View):
         layers = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
         return f"ModalityAttentionView({layers} layers; modalities {self.modalities}; query={self.query!r})"
 
-    def _query_choices(self) -> list[tuple[str, object]]:
-        mass = self.entries[0][2]
-        choices: list[tuple[str, object]] = []
-        _, label = data.query_rows(mass, "answer")
-        choices.append((label, "answer"))
-        queries = list(mass.queries)
-        if queries and isinstance(queries[0], str):
-            choices += [(f"group {name!r}", name) for name in queries]
-        else:
-            answer = data.answer_positions(mass.token_map)
-            present = set(queries)
-            for position in [int(p) for p in answer if int(p) in present][:MAX_QUERY_CHOICES]:
-                choices.append((data.position_label(mass.token_map, position), position))
-        choices.append(("all queries", "all"))
-        unique: dict[str, tuple[str, object]] = {}
-        for label, value in choices:
-            unique.setdefault(repr(value), (label, value))
-        return list(unique.values())
-
     @property
     def layer_labels(self) -> list[str]:
         """Category label of each captured layer, in model order ("3 attn", "5 mamba")."""
@@ -82,8 +66,8 @@ class ModalityAttentionView(View):
 
     # ----------------------------------------------------------------------------------------------------- data
     def table(self, query=None):
-        """`data.modality_mass` for a query (default: the view's)."""
-        return data.modality_mass(self.run, self.query if query is None else query)
+        """`modality_mass` for a query (default: the view's)."""
+        return modality_mass(self.run, self.query if query is None else query)
 
     def _bar_values(self, query) -> dict[str, np.ndarray]:
         table = self.table(query)
@@ -93,16 +77,16 @@ class ModalityAttentionView(View):
         }
 
     def _detail(self, layer: int, query) -> dict:
-        heads, names = data.head_mass(self.run, layer, query)
+        heads, names = head_mass(self.run, layer, query)
         columns = [names.index(name) if name in names else None for name in self.modalities]
         z = np.stack([heads[:, c] if c is not None else np.zeros(len(heads)) for c in columns], axis=1)
-        segments = data.segment_mass(self.run, layer, query)
+        segments = segment_mass(self.run, layer, query)
         kind = dict((number, kind) for number, kind, _ in self.entries)[layer]
         return {
             "heads": z.astype(np.float32),
             "segment_labels": segments.label.tolist(),
             "segment_mass": segments.mass.to_numpy(np.float32),
-            "segment_colours": [render.modality_colour(m) for m in segments.modality],
+            "segment_colours": [modality_colour(m) for m in segments.modality],
             "title_heads": f"layer {layer} ({kind}): mass per head",
             "title_segments": f"layer {layer} ({kind}): mass per segment",
         }
@@ -133,7 +117,7 @@ class ModalityAttentionView(View):
                     x=labels,
                     y=values[name],
                     name=name,
-                    marker={"color": render.modality_colour(name)},
+                    marker={"color": modality_colour(name)},
                     hovertemplate=f"%{{x}}<br>{name}: %{{y:.3f}}<extra></extra>",
                 ),
                 row=1,
@@ -192,7 +176,7 @@ class ModalityAttentionView(View):
                 fig.add_vrect(
                     x0=index - 0.5,
                     x1=index + 0.5,
-                    fillcolor="#fff3bf",
+                    fillcolor=ATTENTION_SHADE,
                     opacity=0.6,
                     layer="below",
                     line_width=0,
@@ -205,7 +189,7 @@ class ModalityAttentionView(View):
         fig.update_yaxes(title_text="head", autorange="reversed", row=2, col=1)
         fig.update_xaxes(title_text="segment", tickangle=-35, automargin=True, row=2, col=2)
         fig.update_yaxes(title_text="share of mass", row=2, col=2)
-        _, query_label = data.query_rows(self.entries[0][2], self.query)
+        _, query_label = self.entries[0][2].query_rows(self.query)
         fig.update_layout(
             template=render.TEMPLATE,
             height=820,
@@ -317,12 +301,12 @@ class ModalityAttentionView(View):
             self.select_layer(self.entries[points.point_inds[0]][0])
 
     def set_query(self, query) -> None:
-        """Show another query (see `data.query_rows`) in the live widget."""
+        """Show another query (see `ModalityMass.query_rows`) in the live widget."""
         self.query = query
         if getattr(self, "_figure_widget", None) is None:
             return
         values = self._bar_values(query)
-        _, label = data.query_rows(self.entries[0][2], query)
+        _, label = self.entries[0][2].query_rows(query)
         with self._figure_widget.batch_update():
             for trace, name in zip(self._figure_widget.data, self.modalities, strict=False):
                 trace.y = values[name]
@@ -331,7 +315,7 @@ class ModalityAttentionView(View):
 
     def select_layer(self, layer: int) -> None:
         """Show per-head and per-segment detail of one captured layer in the live widget."""
-        data.mass_for_layer(self.run, layer)
+        mass_for_layer(self.run, layer)  # refuses a layer without mass
         self.layer = int(layer)
         if getattr(self, "_figure_widget", None) is None:
             return

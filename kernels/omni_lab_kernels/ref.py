@@ -17,7 +17,7 @@
   bit-identical.
 
 Compute dtype: float64 inputs stay float64, everything else is computed in float32; results are float32 (float64
-for float64 inputs). Signatures match ``kernels/spec.py`` and the Triton wrappers.
+for float64 inputs). Signatures match ``spec.py`` and the Triton wrappers.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ sum is ever differenced. Unlike the scan, |α| cannot be factored through the st
 tile pair is visited: O(L² N) work, O(L · S) memory.
 
 Precision: everything in float32; the C Bᵀ and pooling products run as ``tf32x3`` (about float32 accuracy).
-The reference with the same signature is ``kernels/ref.py``; tests compare them under ``TRITON_INTERPRET=1``.
-This module imports triton at import time: only ``kernels/dispatch.py`` imports it, lazily.
+The reference with the same signature is ``ref.py``; tests compare them under ``TRITON_INTERPRET=1``.
+This module imports triton at import time: only ``dispatch.py`` imports it, lazily.
 """
 
 from __future__ import annotations

@@ -20,34 +20,29 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from omni_lab.errors import OmniLabInputError
+from omni_lab.token_map import STATUSES
 
-from . import data, render
+from . import render
 from .base import View
+from .palette import DROPPED_SHADE, STATUS_COLOURS, translucent
+from .panels import MediaPanel, media_panels, panel_pixels, score_grid
+from .token_reduction_data import (
+    make_reducer,
+    panel_tokens,
+    reducer_choices,
+    reduction_counts,
+    slider_setting,
+    status_grid,
+)
 
-STATUSES = data.STATUSES
 PANEL_TRACES = ("picture", "shading", "kept", "merged", "pruned", "links", "scores", "current")
-_SHADING = [
-    [0.0, "rgba(15,15,15,0.62)"],
-    [0.5, "rgba(15,15,15,0.62)"],
-    [0.5, "rgba(31,119,180,0.5)"],
-    [1.0, "rgba(31,119,180,0.5)"],
+_SHADING = [  # status_grid's codes: 0 pruned, 1 merged
+    [0.0, DROPPED_SHADE],
+    [0.5, DROPPED_SHADE],
+    [0.5, translucent(STATUS_COLOURS["merged"], 0.5)],
+    [1.0, translucent(STATUS_COLOURS["merged"], 0.5)],
 ]
 _SYMBOLS = {"kept": "square-open", "merged": "circle-open", "pruned": "x-thin-open"}
-RATE_REDUCERS = ("EVS", "PixelDiff", "RandomDrop", "DivPrune", "ToMe", "UniformTemporal", "AudioMerge")
-
-
-def make_reducer(name: str, rate: float):
-    """A reducer by class name at a drop rate (`omni_lab.reducers.at_rate`).
-
-    Args:
-        name: one of `RATE_REDUCERS`.
-        rate: fraction of tokens to drop, in [0, 1).
-    """
-    from omni_lab import reducers
-
-    if name not in RATE_REDUCERS:
-        raise OmniLabInputError(f"reducer {name!r}: the rate slider drives {RATE_REDUCERS}")
-    return reducers.at_rate(name, rate)
 
 
 def reduce_token_map(lab, prompt, reducer, encoded):
@@ -80,7 +75,7 @@ class TokenReductionMap(View):
         self.lab = lab
         self.prompt = getattr(run, "prompt", None)
         self.token_map = run.token_map
-        self.panels = data.media_panels(self.token_map)
+        self.panels = media_panels(self.token_map)
         if not self.panels:
             raise OmniLabInputError("TokenReductionMap needs a run with an image or a video; this prompt has none")
         self.max_side = int(max_side)
@@ -101,13 +96,13 @@ class TokenReductionMap(View):
 
     # ----------------------------------------------------------------------------------------------------- data
     def counts(self):
-        """Kept / merged / pruned tokens per panel for the current token map (`data.reduction_counts`)."""
-        return data.reduction_counts(self.token_map, self.panels)
+        """Kept / merged / pruned tokens per panel for the current token map (`reduction_counts`)."""
+        return reduction_counts(self.token_map, self.panels)
 
     def picture(self, index: int) -> str | None:
         """Panel `index`'s pixels as an inline data URI (cached), or None without pixels."""
         if index not in self._pictures:
-            pixels = data.panel_pixels(self.prompt, self.panels[index], self.max_side)
+            pixels = panel_pixels(self.prompt, self.panels[index], self.max_side)
             self._pictures[index] = None if pixels is None else render.picture_uri(pixels)
         return self._pictures[index]
 
@@ -145,7 +140,7 @@ class TokenReductionMap(View):
         steps = [
             {
                 "method": "animate",
-                "label": _short(panel_.label),
+                "label": panel_.short_label,
                 "args": [[str(index)], render.ANIMATE_NOW],
             }
             for index, panel_ in enumerate(self.panels)
@@ -212,7 +207,7 @@ class TokenReductionMap(View):
         fig.update_xaxes(
             title_text="image / tubelet",
             tickvals=list(range(len(labels))) if len(labels) <= 16 else None,
-            ticktext=[_short(label) for label in labels] if len(labels) <= 16 else None,
+            ticktext=[panel.short_label for panel in self.panels] if len(labels) <= 16 else None,
             row=2,
             col=1,
         )
@@ -222,7 +217,7 @@ class TokenReductionMap(View):
     def _panel_layout(self, index: int) -> dict:
         panel = self.panels[index]
         width, height = panel.size
-        counts = data.reduction_counts(self.token_map, [panel]).iloc[0]
+        counts = reduction_counts(self.token_map, [panel]).iloc[0]
         title = (
             f"{self.title}: {panel.label} — {counts.kept} kept, {counts.merged} merged, {counts.pruned} pruned "
             f"of {counts.tokens} · {self.reducer!r}"
@@ -238,9 +233,9 @@ class TokenReductionMap(View):
     def _token_properties(self, index: int) -> list[dict]:
         """What a reduction changes in each panel trace (`PANEL_TRACES` order): shading, marks, links, scores."""
         panel = self.panels[index]
-        tokens = data.panel_tokens(self.token_map, panel)
+        tokens = panel_tokens(self.token_map, panel)
         marks = []
-        for status in ("kept", "merged", "pruned"):
+        for status in STATUSES:
             mine = tokens[tokens.status == status]
             marks.append(
                 {"x": mine.cx.to_numpy(np.float32), "y": mine.cy.to_numpy(np.float32), "customdata": _provenance(mine)}
@@ -251,10 +246,10 @@ class TokenReductionMap(View):
             "x": np.column_stack([merged.cx, merged.target_cx, gaps]).reshape(-1).astype(np.float32),
             "y": np.column_stack([merged.cy, merged.target_cy, gaps]).reshape(-1).astype(np.float32),
         }
-        grid = data.score_grid(self.token_map["score"], panel)
+        grid = score_grid(self.token_map["score"], panel)
         return [
             {},
-            {"z": data.status_grid(self.token_map, panel)},
+            {"z": status_grid(self.token_map, panel)},
             *marks,
             links,
             {"z": grid, "showscale": bool(np.isfinite(grid).any())},
@@ -300,8 +295,8 @@ class TokenReductionMap(View):
                 "marker": {
                     "symbol": _SYMBOLS[status],
                     "size": _marker_size(panel),
-                    "color": render.STATUS_COLOURS[status],
-                    "line": {"width": 1.6, "color": render.STATUS_COLOURS[status]},
+                    "color": STATUS_COLOURS[status],
+                    "line": {"width": 1.6, "color": STATUS_COLOURS[status]},
                 },
                 "hovertemplate": _hover(status, panel.label),
                 **properties,
@@ -314,7 +309,7 @@ class TokenReductionMap(View):
             "name": "merged → target",
             "legendgroup": "merged",
             "showlegend": False,
-            "line": {"color": render.STATUS_COLOURS["merged"], "width": 1},
+            "line": {"color": STATUS_COLOURS["merged"], "width": 1},
             "hoverinfo": "skip",
             **changing[5],
         }
@@ -345,7 +340,7 @@ class TokenReductionMap(View):
                 y=counts[status].to_numpy(),
                 name=status,
                 legendgroup=status,
-                marker={"color": render.STATUS_COLOURS[status]},
+                marker={"color": STATUS_COLOURS[status]},
                 customdata=counts.label.to_numpy(),
                 hovertemplate=f"%{{customdata}}<br>{status}: %{{y}}<extra></extra>",
             )
@@ -359,7 +354,7 @@ class TokenReductionMap(View):
         self._figure_widget = go.FigureWidget(self._base_figure(self.panel_index))
         self._figure_widget.layout.width = render.LIVE_WIDTH
         panel_slider = ipywidgets.SelectionSlider(
-            options=[(panel.label, index) for index, panel in enumerate(self.panels)],
+            options=[(panel.unit.label, index) for index, panel in enumerate(self.panels)],
             value=self.panel_index,
             description="show",
             continuous_update=False,
@@ -373,9 +368,9 @@ class TokenReductionMap(View):
         if self.lab is not None:
             if self._encoded is None:  # encode once now, so every slider move runs merge + reduce only
                 self._encoded = self.lab.encode(self.prompt)
-            name, rate = _reducer_name_and_rate(self.reducer, self.panels)
+            name, rate = slider_setting(self.reducer, self.panels)
             self._reducer_choice = ipywidgets.Dropdown(
-                options=list(_applicable_reducers(self.panels, self.token_map)),
+                options=reducer_choices(self.panels),
                 value=name,
                 description="reducer",
                 style={"description_width": "60px"},
@@ -466,37 +461,13 @@ def _reducer_of(run):
     return values[0] if len(values) == 1 else reducers
 
 
-def _reducer_name_and_rate(reducer, panels) -> tuple[str, float]:
-    name = type(reducer).__name__ if reducer is not None and not isinstance(reducer, dict) else ""
-    rate = float(getattr(reducer, "rate", 0.5) or 0.5) if reducer is not None else 0.5
-    if name == "UniformTemporal":
-        rate = 1 - 1 / reducer.keep_every
-    if name not in RATE_REDUCERS:
-        name = "EVS" if any(panel.modality == "video" for panel in panels) else "DivPrune"
-    return name, round(min(0.95, rate) / 0.05) * 0.05
-
-
-def _applicable_reducers(panels, token_map) -> list[str]:
-    present = {panel.modality for panel in panels} | ({"audio"} if data.audio_items(token_map) else set())
-    acts_on = {
-        "EVS": {"video"},
-        "PixelDiff": {"video"},
-        "UniformTemporal": {"video"},
-        "RandomDrop": {"image", "video", "audio"},
-        "DivPrune": {"image", "video", "audio"},
-        "ToMe": {"image", "video"},
-        "AudioMerge": {"audio"},
-    }
-    return [name for name in RATE_REDUCERS if acts_on[name] & present and (acts_on[name] - {"audio"}) & present]
-
-
 def _picture_size(view: TokenReductionMap, index: int) -> tuple[int, int]:
     panel = view.panels[index]
     scale = min(1.0, view.max_side / max(panel.size))
     return max(1, round(panel.size[0] * scale)), max(1, round(panel.size[1] * scale))
 
 
-def _marker_size(panel: data.MediaPanel) -> int:
+def _marker_size(panel: MediaPanel) -> int:
     return int(np.clip(300 / max(panel.grid), 4, 14))
 
 
@@ -513,7 +484,3 @@ def _hover(status: str, where: str) -> str:
         "<br>box x %{customdata[3]:.0f}–%{customdata[5]:.0f}, y %{customdata[4]:.0f}–%{customdata[6]:.0f}"
         f"<br>score %{{customdata[7]:.4g}}{merged}<extra></extra>"
     )
-
-
-def _short(label: str) -> str:
-    return label.replace("video ", "v").replace("image ", "img ").replace(" · frames ", " f").split(" (")[0]

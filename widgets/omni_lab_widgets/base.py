@@ -1,6 +1,6 @@
 """What every view shares: `.figure()`, `.widget()`, `.save_html(path)` and a notebook repr with an HTML fallback.
 
-A view is a thin object over the data layer (widgets/data.py):
+A view is a thin object over its data module (`token_reduction_data.py`, ...; all in `data.py`):
 
     view.figure()      a plotly `go.Figure` (kernel-free interactions through plotly sliders, frames, buttons)
     view.widget()      the live ipywidgets container (plotly `FigureWidget` + controls), built once

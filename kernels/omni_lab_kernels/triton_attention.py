@@ -10,8 +10,8 @@ Precision: Q Kᵀ runs on tensor cores in the inputs' dtype (bf16 / fp16), or as
 (about float32 accuracy); accumulation is float32. Probabilities p ∈ [0, 1] are pooled as p = hi + lo with two
 float16 halves (two tensor-core products, ~22 mantissa bits), which keeps rows summing to 1 within ~1e-6.
 
-The reference with the same signature is ``kernels/ref.py``; tests compare them under ``TRITON_INTERPRET=1``.
-This module imports triton at import time: only ``kernels/dispatch.py`` imports it, lazily.
+The reference with the same signature is ``ref.py``; tests compare them under ``TRITON_INTERPRET=1``.
+This module imports triton at import time: only ``dispatch.py`` imports it, lazily.
 """
 
 from __future__ import annotations

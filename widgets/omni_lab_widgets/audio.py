@@ -18,14 +18,19 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from omni_lab.capture.results import combine_in_layer_order
 from omni_lab.errors import OmniLabInputError
+from omni_lab.token_map import STATUSES
 
-from . import data, render
+from . import render
+from .attention_data import query_choices
+from .attribution_data import attribution_scores
+from .audio_data import audio_items, audio_mass, audio_mel, audio_tokens, audio_waveform, pruned_spans
 from .base import View
+from .palette import KIND_COLOURS, STATUS_COLOURS
 
 MAX_SHADED_SPANS = 200
 MAX_BOUNDARIES = 1500
-KIND_COLOURS = {"attention": "#e6550d", "mamba": "#8c6d31"}
 
 
 class AudioTimeline(View):
@@ -35,7 +40,7 @@ class AudioTimeline(View):
         run: a `Run` whose prompt holds audio.
         item: which audio clip (0-based).
         attribution: optional attribution result (see `AttributionOverlay`) drawn in the bottom row instead of mass.
-        query: the query rows of the mass row (see `data.query_rows`).
+        query: the query rows of the mass row (see `ModalityMass.query_rows`).
     """
 
     title = "Audio timeline"
@@ -44,18 +49,17 @@ class AudioTimeline(View):
         self.run = run
         self.prompt = run.prompt
         self.token_map = run.token_map
-        if item not in data.audio_items(self.token_map):
-            raise OmniLabInputError(
-                f"AudioTimeline: the run has no audio clip {item} (audio items: {data.audio_items(self.token_map)})"
-            )
+        items = audio_items(self.token_map)
+        if item not in items:
+            raise OmniLabInputError(f"AudioTimeline: the run has no audio clip {item} (audio items: {items})")
         self.item = int(item)
-        self.attribution = None if attribution is None else data.attribution_scores(attribution)
+        self.attribution = None if attribution is None else attribution_scores(attribution)
         self.query = query
         self._widget = None
 
     def summary(self) -> str:
         """ "audio 0 (1.94 s): 25 of 25 tokens kept"."""
-        tokens = data.audio_tokens(self.token_map, self.item)
+        tokens = audio_tokens(self.token_map, self.item)
         seconds = float(tokens.t1.max())
         return f"audio {self.item} ({seconds:.2f} s): {int(tokens.kept.sum())} of {len(tokens)} tokens kept"
 
@@ -65,7 +69,7 @@ class AudioTimeline(View):
     # --------------------------------------------------------------------------------------------------- figure
     def figure(self) -> go.Figure:
         """The timeline as a `go.Figure` (four rows sharing the time axis)."""
-        tokens = data.audio_tokens(self.token_map, self.item)
+        tokens = audio_tokens(self.token_map, self.item)
         bottom = "attribution per token" if self.attribution is not None else "mass on the clip's segments"
         fig = make_subplots(
             rows=4,
@@ -75,7 +79,7 @@ class AudioTimeline(View):
             vertical_spacing=0.05,
             subplot_titles=("waveform", "log-mel features the encoder received", "80 ms tokens", bottom),
         )
-        envelope = data.audio_waveform(self.prompt, self.item)
+        envelope = audio_waveform(self.prompt, self.item)
         fig.add_trace(
             go.Scatter(
                 x=envelope.t.to_numpy(np.float32),
@@ -104,7 +108,7 @@ class AudioTimeline(View):
             row=1,
             col=1,
         )
-        times, mel = data.audio_mel(self.prompt, self.item)
+        times, mel = audio_mel(self.prompt, self.item)
         fig.add_trace(
             go.Heatmap(
                 z=mel,
@@ -133,7 +137,7 @@ class AudioTimeline(View):
                 row=2,
                 col=1,
             )
-        for status in data.STATUSES:
+        for status in STATUSES:
             mine = tokens[tokens.status == status]
             fig.add_trace(
                 go.Bar(
@@ -141,7 +145,7 @@ class AudioTimeline(View):
                     y=np.ones(len(mine), dtype=np.float32),
                     width=(mine.t1 - mine.t0).to_numpy(np.float32) * 0.92,
                     name=status,
-                    marker={"color": render.STATUS_COLOURS[status]},
+                    marker={"color": STATUS_COLOURS[status]},
                     customdata=np.column_stack([mine.row, mine.t0, mine.t1, mine.score]).astype(np.float32),
                     hovertemplate=(
                         f"<b>{status}</b> · row %{{customdata[0]:.0f}}<br>%{{customdata[1]:.2f}}–%{{customdata[2]:.2f}} s"
@@ -151,10 +155,12 @@ class AudioTimeline(View):
                 row=3,
                 col=1,
             )
-        spans = data.pruned_spans(tokens)
+        spans = pruned_spans(tokens)
         if len(spans) <= MAX_SHADED_SPANS:
             for t0, t1 in spans:
-                fig.add_vrect(x0=t0, x1=t1, fillcolor="#d62728", opacity=0.12, line_width=0, row=1, col=1)
+                fig.add_vrect(
+                    x0=t0, x1=t1, fillcolor=STATUS_COLOURS["pruned"], opacity=0.12, line_width=0, row=1, col=1
+                )
         for trace in self._bottom_traces(self.query):
             fig.add_trace(trace, row=4, col=1)
         fig.update_yaxes(title_text="amplitude", row=1, col=1)
@@ -178,7 +184,7 @@ class AudioTimeline(View):
     def _bottom_traces(self, query) -> list:
         if self.attribution is not None:
             scores = self.attribution.scores
-            tokens = data.audio_tokens(self.attribution.token_map, self.item)
+            tokens = audio_tokens(self.attribution.token_map, self.item)
             values = scores[tokens.row.to_numpy()].astype(np.float32)
             label = self.attribution.method or "attribution"
             return [
@@ -191,7 +197,7 @@ class AudioTimeline(View):
                     hovertemplate=f"%{{x:.2f}} s<br>{label}: %{{y:.4g}}<extra></extra>",
                 )
             ]
-        table = data.audio_mass(self.run, self.item, query) if data.mass_layers(self.run) else None
+        table = audio_mass(self.run, self.item, query) if self._masses() else None
         if table is None or table.empty:
             return [
                 go.Scatter(
@@ -224,6 +230,10 @@ class AudioTimeline(View):
             )
         return traces
 
+    def _masses(self) -> list:
+        """(layer, kind, ModalityMass) of the run's captured layers, in the model's order."""
+        return combine_in_layer_order(self.run.attention_mass, self.run.mamba_mass)
+
     # ---------------------------------------------------------------------------------------------- live widget
     def _build_widget(self):
         import ipywidgets
@@ -231,10 +241,9 @@ class AudioTimeline(View):
         self._figure_widget = go.FigureWidget(self.figure())
         self._figure_widget.layout.width = render.LIVE_WIDTH
         children = [self._figure_widget]
-        if self.attribution is None and data.mass_layers(self.run):
-            from .attention import ModalityAttentionView
-
-            choices = ModalityAttentionView(self.run)._query_choices()
+        entries = self._masses()
+        if self.attribution is None and entries:
+            choices = query_choices(entries[0][2])
             query = ipywidgets.Dropdown(
                 options=[(label, index) for index, (label, _) in enumerate(choices)],
                 value=0,
@@ -246,7 +255,7 @@ class AudioTimeline(View):
         return ipywidgets.VBox(children)
 
     def set_query(self, query) -> None:
-        """Redraw the mass row for another query (see `data.query_rows`)."""
+        """Redraw the mass row for another query (see `ModalityMass.query_rows`)."""
         self.query = query
         widget = getattr(self, "_figure_widget", None)
         if widget is None:

@@ -15,13 +15,18 @@ import html
 
 import plotly.graph_objects as go
 
-from . import data, render
+from omni_lab.capture.results import combine_in_layer_order
+
+from . import render
 from .attention import ModalityAttentionView
 from .attribution import AttributionOverlay
 from .audio import AudioTimeline
+from .audio_data import audio_items
 from .base import View
+from .panels import media_panels
 from .routing import ExpertRoutingView
 from .token_reduction import TokenReductionMap
+from .token_reduction_data import reduction_counts
 
 
 class Dashboard(View):
@@ -41,13 +46,13 @@ class Dashboard(View):
         self.run = run
         self.lab = lab
         self.views: dict[str, View] = {}
-        if data.media_panels(run.token_map):
+        if media_panels(run.token_map):
             self.views["Token reduction"] = TokenReductionMap(run, lab)
         if getattr(run, "routing", None) is not None:
             self.views["Expert routing"] = ExpertRoutingView(run)
-        if data.mass_layers(run):
+        if combine_in_layer_order(run.attention_mass, run.mamba_mass):
             self.views["Modality mass"] = ModalityAttentionView(run)
-        audio = data.audio_items(run.token_map)
+        audio = audio_items(run.token_map)
         for item in audio:
             self.views["Audio" if len(audio) == 1 else f"Audio {item}"] = AudioTimeline(run, item=item)
         if attribution is not None:
@@ -69,7 +74,7 @@ class Dashboard(View):
             return ledger.summary()
         import pandas as pd
 
-        table = data.reduction_counts(self.run.token_map, data.media_panels(self.run.token_map))
+        table = reduction_counts(self.run.token_map, media_panels(self.run.token_map))
         return pd.DataFrame(table)
 
     def headline(self) -> str:

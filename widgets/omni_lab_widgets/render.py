@@ -1,4 +1,5 @@
-"""Shared drawing helpers: colours, pictures as inline data URIs, and self-contained HTML (plotly.js inline).
+"""Shared drawing helpers: pictures as inline data URIs and self-contained HTML (plotly.js inline); the colours are
+in `palette.py`.
 
 Every page and every `text/html` fallback carries plotly.js itself and embeds pictures as `data:` URIs, so it opens
 from a file, in an nbconvert export, a GitHub preview or VS Code without a kernel, with nothing fetched. Interactions
@@ -14,24 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-STATUS_COLOURS = {"kept": "#2ca02c", "merged": "#1f77b4", "pruned": "#d62728"}
-MODALITY_COLOURS = {
-    "text": "#7f7f7f",
-    "image": "#ff7f0e",
-    "video": "#9467bd",
-    "audio": "#17becf",
-    "generated": "#2f2f2f",
-    "mixed": "#bcbd22",
-}
 ANIMATE_NOW = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["sendDataToCloud"]}
 TEMPLATE = "plotly_white"
 LIVE_WIDTH = 980  # px: FigureWidgets do not follow their output area's width, so live figures get one
-
-
-def modality_colour(name: str) -> str:
-    """The colour every view uses for a modality."""
-    return MODALITY_COLOURS.get(name, "#8c564b")
 
 
 def picture_uri(pixels: np.ndarray, quality: int = 82) -> str:

@@ -12,7 +12,7 @@ as directly as possible, in float64:
 - ``evs_scores``: Efficient Video Sampling dissimilarity (arXiv 2510.14624; transformers
   ``models/nemotron_h_omni/modeling_nemotron_h_omni.py``, ``compute_retention_mask``), tubelet by tubelet.
 
-Signatures match ``kernels/ref.py``; the block / chunk arguments are accepted and ignored.
+Signatures match ``ref.py``; the block / chunk arguments are accepted and ignored.
 """
 
 from __future__ import annotations

@@ -21,8 +21,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import data, render
+from . import render
+from .attribution_data import attribution_scores, text_scores
+from .audio_data import audio_items, audio_tokens
 from .base import View
+from .panels import media_panels, panel_pixels, score_grid
 
 TEXT_COLUMNS = 20
 MAX_TEXT_LINES = 40
@@ -41,11 +44,11 @@ class AttributionOverlay(View):
     title = "Attribution overlay"
 
     def __init__(self, result, *, media=None, max_side: int = 320):
-        self.scores = data.attribution_scores(result, media)
+        self.scores = attribution_scores(result, media)
         self.token_map = self.scores.token_map
-        self.panels = data.media_panels(self.token_map)
-        self.audio = data.audio_items(self.token_map)
-        self.text = data.text_scores(self.token_map, self.scores.scores)
+        self.panels = media_panels(self.token_map)
+        self.audio = audio_items(self.token_map)
+        self.text = text_scores(self.token_map, self.scores.scores)
         self.max_side = int(max_side)
         finite = np.abs(self.scores.scores[np.isfinite(self.scores.scores)])
         self.limit = float(finite.max()) if len(finite) and finite.max() > 0 else 1.0
@@ -62,7 +65,7 @@ class AttributionOverlay(View):
         part when it scored none)."""
         scores = self.scores.scores
         visual = np.concatenate([panel.rows for panel in self.panels]) if self.panels else np.zeros(0, dtype=int)
-        audio = np.flatnonzero(np.asarray(self.token_map["modality"]) == "audio")
+        audio = np.flatnonzero(self.token_map.rows(modality="audio"))
         text = self.text.row.to_numpy()
         present = {name: rows for name, rows in (("pictures", visual), ("audio", audio), ("text", text)) if len(rows)}
         scored = [name for name, rows in present.items() if np.isfinite(scores[rows]).any()]
@@ -80,7 +83,7 @@ class AttributionOverlay(View):
 
     def picture(self, index: int) -> str | None:
         if index not in self._pictures:
-            pixels = data.panel_pixels(self.scores.media, self.panels[index], self.max_side)
+            pixels = panel_pixels(self.scores.media, self.panels[index], self.max_side)
             self._pictures[index] = None if pixels is None else render.picture_uri(pixels)
         return self._pictures[index]
 
@@ -163,7 +166,7 @@ class AttributionOverlay(View):
             step_y = height / max(1, round(height * scale))
             image = {"type": "image", "source": picture, "dx": step_x, "dy": step_y, "x0": step_x / 2, "y0": step_y / 2}
         image["hoverinfo"] = "skip"
-        grid = data.score_grid(self.scores.scores, panel)
+        grid = score_grid(self.scores.scores, panel)
         rows = np.full(panel.grid, -1.0)
         rows.reshape(-1)[: len(panel.rows)] = panel.rows
         overlay = {
@@ -196,7 +199,7 @@ class AttributionOverlay(View):
         steps = [
             {
                 "method": "animate",
-                "label": p.label.replace("video ", "v").replace(" · frames ", " f").split(" (")[0],
+                "label": p.short_label,
                 "args": [[str(index)], render.ANIMATE_NOW],
             }
             for index, p in enumerate(self.panels)
@@ -233,7 +236,7 @@ class AttributionOverlay(View):
         children = [self._figure_widget]
         if self.scrubbed:
             scrubber = ipywidgets.SelectionSlider(
-                options=[(p.label, index) for index, p in enumerate(self.panels)],
+                options=[(p.unit.label, index) for index, p in enumerate(self.panels)],
                 value=0,
                 description="show",
                 continuous_update=False,
@@ -258,7 +261,7 @@ class AttributionOverlay(View):
     def _audio_traces(self) -> list:
         traces = []
         for item in self.audio:
-            tokens = data.audio_tokens(self.token_map, item)
+            tokens = audio_tokens(self.token_map, item)
             values = self.scores.scores[tokens.row.to_numpy()].astype(np.float32)
             traces.append(
                 go.Bar(
