@@ -6,7 +6,7 @@
 #
 # Usage: bash benchmarks/gpu_kernels.sh            (PYTHON=/path/to/python to pick the interpreter)
 # Needs torch with CUDA, triton and pytest in that interpreter; nothing is installed. This checkout's code is put
-# on the path through a throw-away shim package (omni_lab -> ./omni_lab, omni_lab.kernels -> ./kernels), so an
+# on the path through a throw-away shim package (omni_lab -> ./omni_lab, omni_lab.kernels -> ./kernels/omni_lab_kernels), so an
 # omni-lab installed elsewhere on the machine is not what gets tested.
 set -euo pipefail
 
@@ -16,7 +16,7 @@ SHIM="$(mktemp -d)"
 trap 'rm -rf "$SHIM"' EXIT
 mkdir "$SHIM/omni_lab"
 for entry in "$REPO"/omni_lab/*; do ln -s "$entry" "$SHIM/omni_lab/"; done
-ln -s "$REPO/kernels" "$SHIM/omni_lab/kernels"
+ln -s "$REPO/kernels/omni_lab_kernels" "$SHIM/omni_lab/kernels"
 export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 OMNI_LAB_KERNELS=auto
 unset TRITON_INTERPRET

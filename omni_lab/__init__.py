@@ -22,6 +22,7 @@ _LAZY = {
     "StreamToken": ("omni_lab.run", "StreamToken"),
     "RunOptions": ("omni_lab.options", "RunOptions"),
     "Prefill": ("omni_lab.run", "Prefill"),
+    "Target": ("omni_lab.targets", "Target"),
     "executors": ("omni_lab.executors", None),
     "partition": ("omni_lab.partition", "partition"),
     "GroupBy": ("omni_lab.partition", "GroupBy"),
@@ -44,6 +45,8 @@ _LAZY = {
     "ablate_experts": ("omni_lab.capture.interventions", "ablate_experts"),
     "force_experts": ("omni_lab.capture.interventions", "force_experts"),
     "patch": ("omni_lab.capture.interventions", "patch"),
+    "set_top_k": ("omni_lab.capture.interventions", "set_top_k"),
+    "patch_from": ("omni_lab.capture.patching", "patch_from"),
 }
 
 __all__ = ["OmniLabInputError", "OmniLabModelError", "__version__", *_LAZY]

@@ -36,12 +36,17 @@ from .reduction import EVS, Reducer, ReductionItem
 
 @dataclass
 class EncodedMedia:
-    """Post-projector embeddings per item, each `(N_i, D)`, in prompt order, and the prompt they belong to."""
+    """Post-projector embeddings per item, each `(N_i, D)`, in prompt order, and the prompt they belong to.
+
+    `signals`: {(signal name, modality, item): tensor over the item's tokens} of the encoder signals recorded so far
+    (`reduction/signals.py`; filled when a reducer declares them, kept for the next reducer that asks).
+    """
 
     prompt: object
     images: list[torch.Tensor] = field(default_factory=list)
     videos: list[torch.Tensor] = field(default_factory=list)
     audios: list[torch.Tensor] = field(default_factory=list)
+    signals: dict = field(default_factory=dict)
 
     def belongs_to(self, prompt) -> bool:
         """True for the prompt these were encoded from (or a `dataclasses.replace` copy sharing its inputs)."""
@@ -50,7 +55,13 @@ class EncodedMedia:
     def detached(self) -> EncodedMedia:
         """A copy whose tensors are ordinary (not inference-mode) tensors, for use under autograd."""
         copy = lambda items: [item.clone() if item.is_inference() else item for item in items]  # noqa: E731
-        return EncodedMedia(self.prompt, copy(self.images), copy(self.videos), copy(self.audios))
+        signals = {key: value.clone() if value.is_inference() else value for key, value in self.signals.items()}
+        return EncodedMedia(self.prompt, copy(self.images), copy(self.videos), copy(self.audios), signals)
+
+    def missing(self, names) -> tuple[str, ...]:
+        """The signal names among `names` not yet recorded for every image and video of the prompt."""
+        items = [("image", i) for i in range(len(self.images))] + [("video", i) for i in range(len(self.videos))]
+        return tuple(name for name in names if any((name, *item) not in self.signals for item in items))
 
 
 @dataclass
@@ -104,11 +115,16 @@ def prepare(model, prompt, reducers: dict, encoded: EncodedMedia | None = None, 
         raise OmniLabInputError(
             "encoded= holds the media of another prompt; encode this prompt with lab.encode(prompt)"
         )
+    wanted = signals_wanted(reducers)
     with timed(timings, "encode_s", device):
         if encoded is None or (session is not None and session.needs_encoders):
-            encoded = encode_media(model, prompt)
-        elif torch.is_grad_enabled():
-            encoded = encoded.detached()
+            encoded = encode_media(model, prompt, signals=wanted)
+        else:
+            missing = encoded.missing(wanted)
+            if missing:  # encoded earlier without the signals this reducer reads: record them once, keep them
+                encoded.signals.update(encode_media(model, prompt, signals=missing).signals)
+            if torch.is_grad_enabled():
+                encoded = encoded.detached()
         embeds = merge_embeddings(model, prompt, encoded)
     with timed(timings, "reduce_s", device):
         on_reduced = session.on_reduced if session is not None and session.active else None
@@ -158,17 +174,43 @@ def timed(timings: dict, key: str, device: torch.device):
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
-def encode_media(model, prompt) -> EncodedMedia:
-    """Run the model's own encoders + projectors on the prompt's media."""
+def signals_wanted(reducers: dict) -> tuple[str, ...]:
+    """The encoder signals the reducers declare (`reducer.signals`), each once."""
+    from .reduction import signals
+
+    return signals.check(dict.fromkeys(name for r in reducers.values() for name in getattr(r, "signals", ()) or ()))
+
+
+def encode_media(model, prompt, signals=()) -> EncodedMedia:
+    """Run the model's own encoders + projectors on the prompt's media.
+
+    Args:
+        signals: encoder signals to record as well (`reduction/signals.py`), into `EncodedMedia.signals`.
+    """
+    from .reduction.signals import VisionRecorder, per_item
+
     inputs = prompt.inputs
     device = model.get_input_embeddings().weight.device
     encoded = EncodedMedia(prompt)
     if prompt.images:
-        output = model.get_image_features(inputs["pixel_values"].to(device), inputs["image_grid_hw"].to(device))
+        with VisionRecorder(model, signals) as recorder:
+            output = model.get_image_features(inputs["pixel_values"].to(device), inputs["image_grid_hw"].to(device))
         encoded.images = list(output.pooler_output)
+        if recorder.names:
+            grids = [tuple(grid) for grid in inputs["image_grid_hw"].tolist()]
+            for index, found in enumerate(recorder.sequences(grids)):
+                encoded.signals.update({(name, "image", index): value for name, value in found.items()})
     if prompt.videos:
-        output = model.get_video_features(inputs["pixel_values_videos"].to(device))
+        with VisionRecorder(model, signals) as recorder:
+            output = model.get_video_features(inputs["pixel_values_videos"].to(device))
         encoded.videos = list(output.pooler_output)
+        if recorder.names:
+            videos, tubelets = inputs["pixel_values_videos"].shape[:2]
+            patch = model.vision_model.patch_size
+            grid = tuple(side // patch for side in inputs["pixel_values_videos"].shape[-2:])
+            found = per_item(recorder.sequences([grid] * (videos * tubelets)), [tubelets] * videos)
+            for index, item in enumerate(found):
+                encoded.signals.update({(name, "video", index): value for name, value in item.items()})
     if prompt.audios:
         mask = inputs.get("input_features_mask")
         output = model.get_audio_features(
@@ -227,6 +269,34 @@ def resolve_reducers(reducer, config) -> dict[str, Reducer]:
     return {modality: reducer for modality in reducer.modalities}
 
 
+def rewrite_media(prompt, reducers: dict, processor, context_length: int):
+    """The prompt the encoders will see: itself, or rebuilt by the reducers that act before the encoders
+    (`before_encoders`, e.g. `Downsample`), each object once with the modalities it was given.
+
+    Returns:
+        the `Prompt` to encode and run (the same object when no reducer rewrites it).
+    """
+    by_reducer: dict[int, tuple] = {}
+    for modality, reducer in reducers.items():
+        if getattr(reducer, "before_encoders", False):
+            entry = by_reducer.setdefault(id(reducer), (reducer, []))
+            entry[1].append(modality)
+    for reducer, modalities in by_reducer.values():
+        if any(prompt.images if m == "image" else prompt.videos if m == "video" else prompt.audios for m in modalities):
+            prompt = reducer.rewrite(prompt, tuple(modalities), processor, context_length)
+    return prompt
+
+
+def with_llm_drops(token_map, decision):
+    """The token map with an in-LLM reducer's decision written in: one `LLMDrop` (FastV) or a sequence of stages
+    (`reduction.in_llm.LLMStage`), each recording which positions left after which layer."""
+    if decision is None:
+        return token_map
+    for drop in decision if isinstance(decision, (tuple, list)) else [decision]:
+        token_map = token_map.with_llm_drop(drop.layer, drop.keep, drop.scores)
+    return token_map
+
+
 def split_in_llm(reducer):
     """(the reducers acting before the LLM, the in-LLM reducer or None) from `run(reducer=...)`."""
     if getattr(reducer, "in_llm", False):
@@ -277,6 +347,11 @@ def apply_reducers(
                 _grid(token_map, rows, modality),
                 media_by_modality[modality][index],
                 token_map.df.iloc[rows],
+                {
+                    name: encoded.signals[(name, modality, index)]
+                    for name in getattr(reducer, "signals", ()) or ()
+                    if (name, modality, index) in encoded.signals
+                },
             )
             reduction = reducer(item)
             item_keep = reduction.keep.detach().cpu().numpy().astype(bool)

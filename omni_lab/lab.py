@@ -12,6 +12,7 @@ The entry points differ in what goes in (a prompt or embeddings) and whether aut
     logits(prompt or prompts)             prompt(s) in, logits of every position    no grad
     prepare(prompt, grad=False|True)      prompt in, the embeddings the LLM sees    either
     logits_from_embeds(embeds, token_map) embeddings in, logits                     grad (attribution)
+    grad(prompt, target)                  prompt in, a target backpropagated        grad, with captures
 
 `Run` lives in run.py, `RunOptions` (the options of run, stream and the studies) in options.py, the release's
 parameter accounting in accounting.py.
@@ -19,6 +20,7 @@ parameter accounting in accounting.py.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -34,7 +36,7 @@ from .logs import quiet_expected_warnings
 from .options import RunOptions, per_row, per_row_interventions
 from .prompt import Prompt, build_prompt, token_texts
 from .reduction.ledger import build_ledger
-from .run import Captures, Prefill, Run, StreamToken, split_answer
+from .run import Captures, Gradients, Prefill, Run, StreamToken, split_answer
 from .sources import Source, build_model, check_device, resolve
 from .token_map import TokenMap
 
@@ -214,7 +216,10 @@ class Lab:
         """Everything before the LLM, without running it: the merged, reduced embeddings and the reduced token map.
 
         With `encoded=lab.encode(prompt)` only the merge and the reducers run (what a widget's rate slider needs).
-        In-LLM reducers (FastV) act during the forward and are not accepted here.
+        With an in-LLM reducer (FastV, PyramidDrop, SparseVLM) the LLM's prefill runs too, to find which positions
+        leave after which layer (`token_map.dropped_at_layer`); `embeds` stay the LLM's input. With a reducer that
+        rewrites the media (`Downsample`) the encoders run on the rewritten prompt (`prepared.prompt`), and
+        `encoded` is not used.
 
         Args:
             grad: keep autograd on (the gradient path attribution uses): `prepared.embeds` `(1, L', D)` is then part
@@ -224,10 +229,29 @@ class Lab:
         """
         self._check_runnable()
         prompt = self.as_prompt(prompt)
-        reducers = self._reducers_before_llm(reducer)
+        rest, in_llm = forward.split_in_llm(reducer)
+        reducers = forward.resolve_reducers(rest, self.config)
         grad = validate.flag("grad", grad)
+        run_prompt = forward.rewrite_media(prompt, reducers, self.processor, self.context_length)
+        if run_prompt is not prompt:
+            encoded = None  # the encoders see other media
+        if in_llm is not None:
+            if grad:
+                raise OmniLabInputError(f"{in_llm!r} acts inside the LLM's forward; prepare(grad=True) stops before it")
+            return self._prepare_in_llm(run_prompt, reducers, in_llm, encoded)
         with self._lock, torch.enable_grad() if grad else torch.inference_mode():
-            return forward.prepare(self.model, prompt, reducers, encoded)
+            return forward.prepare(self.model, run_prompt, reducers, encoded)
+
+    @torch.inference_mode()
+    def _prepare_in_llm(self, prompt, reducers, in_llm, encoded) -> forward.Prepared:
+        """`prepare` with an in-LLM reducer: the prefill runs to find its drops, which the token map then records."""
+        session = CaptureSession(self.model, prompt, {}, in_llm=in_llm)
+        with self._lock, session.installed():
+            prepared = forward.prepare(self.model, prompt, reducers, encoded, session)
+            session.set_token_map(prepared.token_map)
+            self.model.language_model(inputs_embeds=prepared.embeds, logits_to_keep=1)
+        token_map = forward.with_llm_drops(prepared.token_map, session.llm_drop)
+        return dataclasses.replace(prepared, token_map=token_map, reducers={**prepared.reducers, "llm": in_llm})
 
     def logits_from_embeds(
         self, embeds: torch.Tensor, token_map, *, interventions=None, logits_to_keep: int = 0, lengths=None
@@ -272,7 +296,7 @@ class Lab:
         if logits_to_keep > min(lengths):
             raise OmniLabInputError(f"logits_to_keep={logits_to_keep} is longer than the shortest row ({min(lengths)})")
         sessions = [
-            CaptureSession(self.model, None, {}, interventions=row_interventions)
+            CaptureSession(self.model, None, {}, interventions=self._expand(row_interventions))
             for row_interventions in per_row_interventions(interventions, batch)
         ]
         for session, row_map in zip(sessions, token_maps, strict=True):
@@ -297,6 +321,58 @@ class Lab:
                 logits = logits.masked_fill(~mask.bool()[..., None], float("nan"))
             return logits
 
+    def grad(
+        self, prompt, target=None, *, capture=None, reducer="model", interventions=None, encoded=None
+    ) -> Gradients:
+        """Backpropagate a target through the LLM (and the encoders when `encoded` is None), recording captures on
+        the way: "grad:<hook pattern>" captures hold the gradient of the target with respect to those activations.
+
+            result = lab.grad(p, "left", capture=["grad:llm.layers.*.out", "routing"])
+            result.value, result.captures["grad:llm.layers.*.out"]["llm.layers.3.attn.out"]
+
+        Args:
+            prompt: a `Prompt` or a string.
+            target: what to differentiate (`ol.Target`, an answer string or ids, or None for the model's own
+                answer): the answer's teacher-forced log-probability, or with `tokens="first"` its first token's,
+                minus an alternative's for a contrast. A contrast over all tokens needs two forwards: give
+                `tokens="first"`.
+            capture, reducer, interventions, encoded: as in `run` (captures see one forward: the prompt and the
+                answer tokens fed after it).
+        Returns:
+            `Gradients`.
+        """
+        from .targets import answer_log_prob, resolve_target
+
+        self._check_runnable()
+        prompt = self.as_prompt(prompt)
+        resolved = resolve_target(self, prompt, target, reducer)
+        if resolved.alternative_ids is not None and resolved.tokens == "all":
+            raise OmniLabInputError(
+                "lab.grad differentiates one forward: a contrast over all answer tokens needs two; give "
+                "Target(answer, alternative=..., tokens='first') or no alternative"
+            )
+        prepared = self.prepare(prompt, reducer, encoded, grad=True)
+        answer = torch.tensor(resolved.answer_ids)
+        fed = answer[:-1]  # the last answer token is predicted, never fed
+        embedding = self.model.get_input_embeddings()
+        with torch.enable_grad():
+            sequence = torch.cat([prepared.embeds, embedding(fed[None].to(embedding.weight.device))], dim=1)
+        token_map = prepared.token_map.with_generated(fed.tolist(), self._token_texts(fed.tolist()))
+        session = CaptureSession(
+            self.model, prompt, capture, interventions=self._expand(interventions, reducer), tokenizer=self.tokenizer
+        )
+        with self._lock, torch.enable_grad(), session.installed():
+            session.set_token_map(prepared.token_map)
+            logits = self.model.language_model(inputs_embeds=sequence).logits
+            length = len(prepared)
+            value = answer_log_prob(logits, length, answer)[0]
+            if resolved.alternative_ids is not None:  # first-token contrast: the same position predicts both
+                value = value - answer_log_prob(logits, length, torch.tensor(resolved.alternative_ids))[0]
+            value.backward()
+        self.model.zero_grad(set_to_none=True)
+        results = session.finish(token_map)
+        return Gradients(float(value.detach()), resolved, token_map, Captures(results.captures), prompt)
+
     def logits(self, prompt, reducer="model", interventions=None, encoded=None) -> torch.Tensor:
         """Float32 logits at every position of the (reduced) prompt from the merged forward: `(1, L', vocab)`.
 
@@ -315,9 +391,13 @@ class Lab:
         prompt = self.as_prompt(prompt)
         reducer, in_llm = forward.split_in_llm(reducer)
         reducers = forward.resolve_reducers(reducer, self.config)
-        session = CaptureSession(self.model, prompt, {}, interventions=interventions, in_llm=in_llm)
+        run_prompt = forward.rewrite_media(prompt, reducers, self.processor, self.context_length)
+        encoded = None if run_prompt is not prompt else encoded
+        session = CaptureSession(
+            self.model, run_prompt, {}, interventions=self._expand(interventions, reducer), in_llm=in_llm
+        )
         with self._lock, torch.inference_mode(), session.installed():
-            prepared = forward.prepare(self.model, prompt, reducers, encoded, session)
+            prepared = forward.prepare(self.model, run_prompt, reducers, encoded, session)
             session.set_token_map(prepared.token_map)
             return self.model.language_model(inputs_embeds=prepared.embeds).logits.float()
 
@@ -363,22 +443,29 @@ class Lab:
             rest, in_llm = forward.split_in_llm(row_reducer)
             if in_llm is not None:
                 raise OmniLabInputError(f"{in_llm!r} shortens the sequence inside the LLM; use run() or logits()")
+            row_reducers = forward.resolve_reducers(rest, self.config)
+            prompt = forward.rewrite_media(prompt, row_reducers, self.processor, self.context_length)
             session = CaptureSession(
                 self.model,
                 prompt,
                 capture,
                 cache=cache,
-                interventions=row_interventions,
+                interventions=self._expand(row_interventions, rest),
                 cache_device=cache_device,
                 cache_dtype=cache_dtype,
+                tokenizer=self.tokenizer,
             )
-            rows.append((prompt, forward.resolve_reducers(rest, self.config), session))
+            rows.append((prompt, row_reducers, session))
         parts = [part for _, _, session in rows for part in session.estimate_bytes(0).items()]
         if capture or cache:
             capture_budget_module.check(dict(enumerate(size for _, size in parts)), capture_budget)
         out: list[Prefill] = []
         for start in range(0, batch, batch_size):
-            chunk = list(zip(rows[start : start + batch_size], encoded[start : start + batch_size], strict=True))
+            row_encoded = [
+                None if value is not None and not value.belongs_to(row[0]) else value
+                for row, value in zip(rows, encoded, strict=True)
+            ]  # a rewritten (downsampled) row encodes its own media
+            chunk = list(zip(rows[start : start + batch_size], row_encoded[start : start + batch_size], strict=True))
             out += self._prefill_chunk(chunk)
         return out
 
@@ -452,15 +539,19 @@ class Lab:
         validate.number("max_new_tokens", options.max_new_tokens, low=0, high=self.context_length, integer=True)
         reducer, in_llm = forward.split_in_llm(options.reducer)
         reducers = forward.resolve_reducers(reducer, self.config)
+        run_prompt = forward.rewrite_media(prompt, reducers, self.processor, self.context_length)
+        if run_prompt is not prompt:
+            encoded = None  # the encoders see the rewritten (downsampled) media
         session = CaptureSession(
             self.model,
-            prompt,
+            run_prompt,
             options.capture,
             cache=options.cache,
-            interventions=options.interventions,
+            interventions=self._expand(options.interventions, reducer),
             cache_device=options.cache_device,
             cache_dtype=options.cache_dtype,
             in_llm=in_llm,
+            tokenizer=self.tokenizer,
         )
         if in_llm is not None and (
             session.captures or any(name.startswith("llm.") for name in [*session.cache_names, *session.patches])
@@ -469,12 +560,19 @@ class Lab:
                 f"{in_llm!r} shortens the sequence inside the LLM, and captures / LLM interventions index the full "
                 "sequence's positions: run them without the in-LLM reducer"
             )
+        gradient = [name for name in session.captures if name.startswith("grad:")]
+        if gradient:
+            raise OmniLabInputError(
+                f"capture {gradient[0]!r} records gradients, and a run has no target: use "
+                "lab.grad(prompt, target, capture=[...])"
+            )
         if session.captures or session.cache_names:
             capture_budget_module.check(session.estimate_bytes(options.max_new_tokens), options.capture_budget)
-        return self._stream(prompt, options, reducers, in_llm, session, encoded)
+        return self._stream(run_prompt, options, reducers, in_llm, session, encoded, asked=prompt)
 
     @torch.inference_mode()
-    def _stream(self, prompt, options: RunOptions, reducers, in_llm, session, encoded):
+    def _stream(self, prompt, options: RunOptions, reducers, in_llm, session, encoded, asked=None):
+        asked = prompt if asked is None else asked  # the prompt as asked; `prompt` is what the encoders see
         tokens: list[int] = []
         logits: list[torch.Tensor] = []
         stop_reason = "max_new_tokens"
@@ -514,14 +612,16 @@ class Lab:
             token_map = prepared.token_map.with_generated(tokens, self._token_texts(tokens))
             results = session.finish(token_map)
             reducers = dict(prepared.reducers)
-            if results.llm_drop is not None:
-                drop = results.llm_drop
-                token_map = token_map.with_llm_drop(drop.layer, drop.keep, drop.scores)
+            stages = results.llm_drop
+            if stages is not None:
+                token_map = forward.with_llm_drops(token_map, stages)
                 reducers["llm"] = in_llm
+                stages = stages if isinstance(stages, (tuple, list)) else (stages,)
+                timings["llm_reduce_s"] = float(sum(getattr(stage, "seconds", 0.0) for stage in stages))
             timings["total_s"] = time.perf_counter() - started
         answer, reasoning = split_answer(self.tokenizer, tokens, prompt.thinking)
         yield Run(
-            prompt=prompt,
+            prompt=asked,
             answer=answer,
             reasoning=reasoning,
             token_ids=torch.cat([prepared.input_ids[0], torch.tensor(tokens, dtype=prepared.input_ids.dtype)]),
@@ -534,17 +634,25 @@ class Lab:
             captures=Captures(results.captures),
             cache=results.cache,
             interventions=list(options.interventions or []),
-            ledger=build_ledger(prompt, reducers, token_map, self.processor),
+            ledger=build_ledger(asked, reducers, token_map, self.processor, config=self.config, llm_stages=stages),
             options=options,
         )
 
-    def _reducers_before_llm(self, reducer) -> dict:
-        rest, in_llm = forward.split_in_llm(reducer)
-        if in_llm is not None:
-            raise OmniLabInputError(
-                f"{in_llm!r} acts inside the LLM's forward; use it with run(), stream() or logits()"
+    def _expand(self, interventions, reducer="model") -> list | None:
+        """The interventions with each `ol.patch_from(...)` turned into its patches (its source run here, with
+        `reducer`, if it is a prompt)."""
+        from .capture.patching import PatchFrom
+
+        if not interventions:
+            return interventions
+        if not isinstance(interventions, (list, tuple)):
+            raise OmniLabInputError(f"interventions={interventions!r}: pass a list, e.g. [ol.ablate_tokens(...)]")
+        expanded = []
+        for intervention in interventions:
+            expanded += (
+                intervention.interventions(self, reducer) if isinstance(intervention, PatchFrom) else [intervention]
             )
-        return forward.resolve_reducers(rest, self.config)
+        return expanded
 
     def _token_texts(self, ids) -> list[str]:
         return token_texts(self.tokenizer, ids)

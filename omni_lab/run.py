@@ -101,9 +101,36 @@ class Run:
     def residual(self):
         return self.captures.get("residual")
 
+    def logit_lens(self, target=None, position: int = 0):
+        """The target's log-probability, rank and the top token read through the final norm and the LM head at every
+        layer boundary, in the model's order (the run needs `capture=["logit_lens"]`).
+
+        Args:
+            target: an answer string (its first token) or a token id; default the token generated at `position`.
+            position: 0 for the prediction of the first answer token (the last prompt position), i for the i-th
+                generated token's prediction of the next.
+        Returns:
+            DataFrame: order, layer (-1: the embedding), kind, logprob, rank, top_token, top_text.
+        """
+        from .errors import OmniLabInputError
+
+        lens = self.captures.get("logit_lens")
+        if lens is None and self.captures.get("direct_logit") is not None:
+            lens = self.captures["direct_logit"].lens
+        if lens is None:
+            raise OmniLabInputError('run.logit_lens needs the residual stream: run with capture=["logit_lens"]')
+        if not 0 <= position < len(lens.positions):
+            raise OmniLabInputError(f"position={position}: this run kept {len(lens.positions)} predicting positions")
+        if target is None:
+            if position >= len(self.generated_ids):
+                raise OmniLabInputError("the run generated nothing at that position: name the target")
+            target = int(self.generated_ids[position])
+        return lens.table(target, position)
+
     def to_dict(self) -> dict:
         """A JSON-able summary: the answer, tokens per modality before and after reduction, timings, speed, what
-        acted, what was captured and the options that reproduce the run (tensors are left out)."""
+        acted, what was captured, the options that reproduce the run (tensors are left out) and "flops": the
+        ledger's estimated FLOPs, saving and equivalent tokens (`ReductionLedger.flops_summary`)."""
         before = self.prompt.token_map.counts()
         after = self.token_map.counts(kept=True)
         after.pop("generated", None)
@@ -131,6 +158,7 @@ class Run:
             "captures": sorted(self.captures),
             "cache": sorted(self.cache),
             "options": None if self.options is None else self.options.to_dict(),
+            "flops": self.ledger.flops_summary() if hasattr(self.ledger, "flops_summary") else {},
         }
 
     def __repr__(self) -> str:
@@ -171,6 +199,26 @@ class Prefill:
     def next_token_logits(self) -> torch.Tensor:
         """`(vocab,)` the logits the prompt's first answer token is chosen from (its last position)."""
         return self.logits[-1]
+
+
+@dataclass
+class Gradients:
+    """What `Lab.grad` produced: the target's value on the gradient path and the captures along it.
+
+    Attributes:
+        value: the target's value (the answer's teacher-forced log-probability, or a first-token contrast).
+        target: the resolved target (`omni_lab.targets.ResolvedTarget`): its token ids and texts.
+        token_map: the prompt's reduced rows plus one `generated` row per teacher-forced answer token fed.
+        captures: {name: result}: "grad:<pattern>" captures hold {hook name: `(positions, width)` gradient of the
+            value}; other kinds (routing, masses, functions) what they saw on this forward.
+        prompt: the `Prompt`.
+    """
+
+    value: float
+    target: object
+    token_map: TokenMap
+    captures: Captures = field(default_factory=Captures)
+    prompt: object = None
 
 
 def split_answer(tokenizer, tokens: list[int], thinking: bool) -> tuple[str, str | None]:

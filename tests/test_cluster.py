@@ -461,3 +461,14 @@ def test_a_thread_pool_of_labs_gives_the_local_rows(twin_lab, data):
         same_table(shifted, ol.studies.routing_shift(twin_lab, subset, reducer(), progress=False))
     with pytest.raises(OmniLabInputError, match="list of at least one Lab"):
         Threads([])
+
+
+@pytest.mark.slow
+def test_ray_matched_ablation_gives_the_local_rows(ray, twin_lab, four):
+    arguments = dict(rates=[0.7], options=ol.RunOptions(max_new_tokens=2), repeats=1, progress=False)
+    with one_thread():
+        local = ol.studies.matched_ablation(twin_lab, four, ["evs"], **arguments)
+    remote = ol.studies.matched_ablation("toy", four, ["evs"], cluster=cluster(chunk_size=1), **arguments)
+    timing = ["ttft_s", "prefill_s"]
+    same_table(remote.rows.drop(columns=timing), local.rows.drop(columns=timing))
+    assert remote.arms == local.arms and (remote.rows.ttft_s > 0).all()

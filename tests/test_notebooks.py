@@ -26,6 +26,7 @@ EXPECTED = [
     "10_token_reduction_maps",
     "20_expert_routing",
     "30_attention_over_modalities",
+    "35_logit_lens_and_patching",
     "40_pruned_token_study",
     "45_matched_ablation",
     "50_audio",

@@ -617,3 +617,39 @@ def test_attribution_overlay_draws_an_occlusion_attribution(omni_run, twin_lab):
         assert np.isfinite(z).all()  # a tubelet unit scores every token of its tubelet
     finite = np.abs(attribution.scores[np.isfinite(attribution.scores)])
     assert fig.layout.coloraxis.cmax == pytest.approx(finite.max())
+
+
+def test_logit_lens_view_stacks_the_direct_logits_and_draws_the_rank(twin_lab):
+    from omni_lab.toy import shapesworld as sw
+    from omni_lab.widgets import LogitLensView
+
+    example = sw.sample(sw.eval_seed(0, "omni", 3), "omni")
+    result = ol.studies.direct_logit_attribution(twin_lab, example.prompt(twin_lab), example.answer, reducer=None)
+    for by in ("kind", "group"):
+        figure = LogitLensView(result, by=by).figure()
+        bars = [trace for trace in figure.data if trace.type == "bar"]
+        stacked = np.sum([np.asarray(trace.y, dtype=float) for trace in bars], axis=0)
+        assert stacked.sum() == pytest.approx(result.target_logit, abs=1e-3)  # the bars add up to the logit
+        rank = next(trace for trace in figure.data if trace.type == "scatter")
+        assert list(rank.y) == result.lens["rank"].tolist() and len(rank.x) == len(result.lens)
+    names = {trace.name for trace in LogitLensView(result, by="kind").figure().data if trace.type == "bar"}
+    assert {"attention", "mamba", "routed experts", "shared expert", "embedding"} <= names
+
+
+def test_expert_routing_coactivation_figure_counts_from_the_top_k(omni_run):
+    from omni_lab.widgets import ExpertRoutingView
+    from omni_lab.widgets.routing_data import coactivation_matrices
+
+    routing = omni_run.routing
+    layers, matrices = coactivation_matrices(routing)
+    experts = routing.experts.numpy()
+    for slot in range(len(layers)):
+        expected = np.zeros((routing.num_experts, routing.num_experts), dtype=np.int64)
+        for chosen in experts[slot]:
+            for a in chosen:
+                for b in chosen:
+                    expected[a, b] += 1
+        assert np.array_equal(matrices[slot], expected)  # pairs off the diagonal, each expert's picks on it
+    figure = ExpertRoutingView(omni_run).coactivation_figure(top=3)
+    assert figure.data[0].type == "heatmap" and np.array_equal(np.asarray(figure.data[0].z), matrices[0])
+    assert len(figure.layout.updatemenus[0].buttons) == len(layers)

@@ -53,13 +53,14 @@ def saved_pages(tmp_path_factory, twin_lab):
         AudioTimeline,
         Dashboard,
         ExpertRoutingView,
+        LogitLensView,
         ModalityAttentionView,
         TokenReductionMap,
     )
 
     namespace: dict = {"lab": twin_lab}
     exec(RUN_SOURCE, namespace)  # the same run the notebook test builds
-    lab, run = twin_lab, namespace["run"]
+    lab, run, prompt, example = twin_lab, namespace["run"], namespace["prompt"], namespace["example"]
     image_example = shapesworld.sample(shapesworld.eval_seed(0, "image", 1), "image", "count")
     image_run = lab.run(image_example.prompt(lab), max_new_tokens=4, reducer={"image": ol.reducers.ToMe(0.5)})
     scores = np.linspace(-1.0, 1.0, len(run.token_map))
@@ -72,6 +73,7 @@ def saved_pages(tmp_path_factory, twin_lab):
         "audio_timeline": AudioTimeline(run),
         "attribution_overlay": AttributionOverlay((run.token_map, scores), media=run),
         "dashboard": Dashboard(run, lab),
+        "logit_lens": LogitLensView(ol.studies.direct_logit_attribution(lab, prompt, example.answer, reducer=None)),
     }
     return {name: view.save_html(folder / f"{name}.html") for name, view in views.items()}
 
@@ -84,6 +86,7 @@ PAGES = (
     "audio_timeline",
     "attribution_overlay",
     "dashboard",
+    "logit_lens",
 )
 
 

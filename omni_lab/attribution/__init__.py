@@ -15,13 +15,13 @@ LLMAttribution + TextTokenInput for the text-only oracle); omni-lab supplies the
 (`result.py`). captum is imported when a method runs, never by `import omni_lab` (extra: `omni-lab[attribution]`).
 """
 
+from ..targets import Target
 from .gradients import integrated_gradients
 from .media_occlusion import input_occlusion
 from .methods import MAX_SHAPLEY_GROUPS, modality_shapley, occlusion
 from .oracle import text_attribution
 from .result import Attribution
 from .scoring import BUDGET_FORWARD_PASSES, Cost, estimate
-from .targets import Target
 from .units import KINDS, Partition, Unit, attributable_rows, build_units
 
 __all__ = [

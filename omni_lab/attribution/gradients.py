@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from ..errors import OmniLabInputError
+from ..targets import resolve_target
 from .perturb import baseline_fill, describe_baseline
 from .result import Attribution
 from .scoring import Scorer, check_batch_size, check_budget, estimate
-from .targets import resolve_target
 from .units import build_units, unit_details
 
 PLACES = ("embeddings", "projector")

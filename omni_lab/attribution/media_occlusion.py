@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from ..errors import OmniLabInputError
+from ..targets import resolve_target
 from .methods import cheaper_unit
 from .result import Attribution, row_scores
 from .scoring import Scorer, check_batch_size, check_budget, estimate
-from .targets import resolve_target
 from .units import build_units, unit_details
 
 UNITS = {"region": "grey pixels", "frame": "neighbour frame", "audio_window": "silence"}

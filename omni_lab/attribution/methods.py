@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ..errors import OmniLabInputError
+from ..targets import resolve_target
 from .perturb import EmbeddingPerturbation, baseline_fill, check_baseline, describe_baseline, unit_positions
 from .result import Attribution, row_scores
 from .scoring import Scorer, check_batch_size, check_budget, estimate
-from .targets import resolve_target
 from .units import build_units, unit_details
 
 MAX_SHAPLEY_GROUPS = 8  # captum's exact ShapleyValues walks n * n! orderings: 322,560 at 8 groups

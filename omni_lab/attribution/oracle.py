@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from ..errors import OmniLabInputError
+from ..targets import answer_log_prob, resolve_target
 from .result import Attribution, row_scores
 from .scoring import check_budget, estimate
-from .targets import answer_log_prob, resolve_target
 from .units import build_units
 
 

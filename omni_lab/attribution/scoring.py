@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import OmniLabInputError
-from .targets import ResolvedTarget, answer_log_prob
+from ..targets import ResolvedTarget, answer_log_prob
 
 BUDGET_FORWARD_PASSES = 4096  # change with omni_lab.attribution.scoring.BUDGET_FORWARD_PASSES or budget=...
 

@@ -8,9 +8,19 @@ run.captures["routing"]     # every capture's result by name; ol.capture.registe
 """
 
 from .budget import BUDGET_BYTES
-from .interventions import Intervention, PatchContext, ablate_experts, ablate_tokens, force_experts, patch
+from .interventions import (
+    Intervention,
+    PatchContext,
+    ablate_experts,
+    ablate_tokens,
+    force_experts,
+    patch,
+    set_top_k,
+)
 from .kinds import KINDS, CaptureKind, register
+from .lens import DirectLogitCapture, LogitLensCapture
 from .mass_capture import AttentionMassCapture, MambaMassCapture
+from .patching import PatchFrom, patch_from
 from .residual_capture import ResidualCapture
 from .results import CaptureResults, LLMDrop, ModalityMass, Routing, combine_in_layer_order, entropy_bits
 from .routing_capture import RoutingCapture
@@ -20,6 +30,8 @@ routing = RoutingCapture
 attention_mass = AttentionMassCapture
 mamba_mass = MambaMassCapture
 residual = ResidualCapture
+logit_lens = LogitLensCapture
+direct_logit = DirectLogitCapture
 
 __all__ = [
     "BUDGET_BYTES",
@@ -27,10 +39,13 @@ __all__ = [
     "AttentionMassCapture",
     "CaptureKind",
     "CaptureResults",
+    "DirectLogitCapture",
     "Intervention",
     "LLMDrop",
+    "LogitLensCapture",
     "MambaMassCapture",
     "ModalityMass",
+    "PatchFrom",
     "PatchContext",
     "ResidualCapture",
     "Routing",
@@ -39,11 +54,15 @@ __all__ = [
     "ablate_tokens",
     "attention_mass",
     "combine_in_layer_order",
+    "direct_logit",
     "entropy_bits",
     "force_experts",
+    "logit_lens",
     "mamba_mass",
     "patch",
+    "patch_from",
     "register",
     "residual",
     "routing",
+    "set_top_k",
 ]

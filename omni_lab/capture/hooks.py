@@ -21,6 +21,7 @@ counts the language model's forward calls, so a hook can tell which positions it
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,10 +156,16 @@ class Calls:
 
 
 class HookSession:
-    """Register forward hooks; all are removed on exit, whatever happens inside."""
+    """Register forward hooks (and hold module settings); all are removed (restored) on exit, whatever happens
+    inside."""
 
     def __init__(self):
         self._handles = []
+        self._settings = contextlib.ExitStack()
+
+    def hold(self, setting) -> None:
+        """Enter a context manager now (a module setting an intervention holds); it exits with the session."""
+        self._settings.enter_context(setting)
 
     def on_output(self, module: torch.nn.Module, function: Callable) -> None:
         """`function(module, inputs, output)`; a non-None return replaces the output."""
@@ -174,3 +181,4 @@ class HookSession:
     def __exit__(self, *exc) -> None:
         while self._handles:
             self._handles.pop().remove()
+        self._settings.close()

@@ -4,6 +4,7 @@
     ol.ablate_experts(layer=13, experts=[7, 42], modality="image")
     ol.force_experts(layer=13, experts=[0, 1, 2, 3, 4, 5], selector={"modality": "audio"})
     ol.patch("llm.layers.12.attn.out", lambda value, ctx: value * 0)
+    ol.set_top_k(1, layers=[13])                          # route every token to its top expert only
 
 Each one becomes a *patch* on a hook point: a function `fn(value, context) -> value` applied where the model
 produces that value. Expert interventions act on the router's output, the only place a single expert can be
@@ -77,11 +78,20 @@ def _call_rows(mask: np.ndarray, context: PatchContext) -> torch.Tensor:
 
 @dataclass
 class Intervention:
-    """A patch bound to a hook point (or to a layer's router)."""
+    """A patch bound to a hook point (or to a layer's router), and/or a setting of the model held for the run.
 
-    point: str
-    function: Callable
+    Attributes:
+        point: the hook name the patch acts at (None for a setting alone).
+        function: the patch, `(value, context) -> value` (None for a setting alone).
+        description: how it prints.
+        configure: `model -> context manager` that changes a setting of transformers' modules for the run and
+            restores it on exit, also when the run raises (`set_top_k` sets the routers' `top_k`).
+    """
+
+    point: str | None
+    function: Callable | None
     description: str
+    configure: Callable | None = None
 
     def __repr__(self) -> str:
         return self.description
@@ -186,3 +196,60 @@ def force_experts(
         return logits, weights, indices
 
     return Intervention(_router_point(layer), force, f"force_experts({layer}, {experts.tolist()}, {selector!r})")
+
+
+def set_top_k(k: int, layers=None) -> Intervention:
+    """Route every token to its top `k` experts instead of the model's own k (at the given MoE layers, default all).
+
+    The router's own code chooses them (transformers' `NemotronHTopkRouter` with its `top_k` set to `k` for the run
+    and restored after): the same selection scores (sigmoid + correction bias), the same weights (the chosen experts'
+    sigmoid scores, normalised over the k, times the routed scaling factor). `set_top_k(model's k)` changes nothing.
+
+    Args:
+        k: experts per token, 1 .. the number of routed experts.
+        layers: MoE layer numbers, or None for every MoE layer.
+    """
+    from ..presets import layers as layer_registry
+
+    k = _whole("set_top_k k", k, low=1)
+    chosen = None if layers is None else [_whole("set_top_k layer", layer, low=0) for layer in np.atleast_1d(layers)]
+
+    def configure(model):
+        moe = [info.index for info in layer_registry(model) if info.kind == "moe"]
+        wanted = moe if chosen is None else chosen
+        wrong = sorted(set(wanted) - set(moe))
+        if wrong:
+            raise OmniLabInputError(f"set_top_k layers {wrong} are not MoE layers; those are {moe}")
+        experts = int(model.config.text_config.n_routed_experts)
+        if k > experts:
+            raise OmniLabInputError(f"set_top_k k={k}: this model routes to at most its {experts} experts")
+        gates = [model.language_model.model.layers[index].mixer.gate for index in wanted]
+        return _held(gates, "top_k", k)
+
+    where = "every MoE layer" if chosen is None else f"layers {chosen}"
+    return Intervention(None, None, f"set_top_k({k}, {where})", configure)
+
+
+class _held:
+    """Context manager: `attribute` of every module set to `value`, each restored on exit."""
+
+    def __init__(self, modules, attribute: str, value):
+        self.modules, self.attribute, self.value = modules, attribute, value
+        self.saved: list = []
+
+    def __enter__(self):
+        for module in self.modules:
+            self.saved.append(getattr(module, self.attribute))
+            setattr(module, self.attribute, self.value)
+        return self
+
+    def __exit__(self, *exc):
+        for module, value in zip(self.modules, self.saved, strict=False):
+            setattr(module, self.attribute, value)
+        self.saved = []
+
+
+def _whole(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise OmniLabInputError(f"{name}={value!r}: give an integer >= {low}")
+    return int(value)

@@ -48,7 +48,8 @@ class CaptureKind:
     A subclass takes its options in `__init__` (check them there, raising `OmniLabInputError`), records per-run state
     from `setup`, and implements `listeners` and `finish`; `set_token_map` and `estimate_bytes` are optional.
     After `bind`, `self.model` (transformers' model), `self.calls` (which LLM positions the current forward call
-    covers: `calls.start`, `calls.length`, `calls.step`) and `self.text_config` are set.
+    covers: `calls.start`, `calls.length`, `calls.step`), `self.text_config` and `self.tokenizer` (the Lab's, or
+    None) are set.
     """
 
     name: ClassVar[str] = ""
@@ -57,10 +58,10 @@ class CaptureKind:
         """The kind's options (JSON-able where possible): shown in `repr` and `Run.to_dict()`."""
         return {}
 
-    def bind(self, model, calls) -> CaptureKind:
-        """A fresh copy of this kind for one run of `model`, its state set up."""
+    def bind(self, model, calls, tokenizer=None) -> CaptureKind:
+        """A fresh copy of this kind for one run of `model` (and the Lab's tokenizer), its state set up."""
         bound = copy.copy(self)
-        bound.model, bound.calls = model, calls
+        bound.model, bound.calls, bound.tokenizer = model, calls, tokenizer
         bound.text_config = model.config.text_config
         bound.setup()
         return bound
@@ -124,17 +125,25 @@ def register(kind: type[CaptureKind]) -> type[CaptureKind]:
 
 
 def normalise(capture) -> dict[str, CaptureKind]:
-    """{name: kind instance} from `run(capture=...)`: a name, a kind instance, or a list of them."""
+    """{name: kind instance} from `run(capture=...)`: a name, a kind instance, "grad:<hook pattern>",
+    {hook name or pattern: function(value)}, or a list of them (a dict entry among them too)."""
+    from .functions import GRAD_PREFIX, FunctionCapture, GradientCapture
+
     if capture is None or (isinstance(capture, (dict, list, tuple, set)) and not capture):
         return {}
-    if isinstance(capture, (str, CaptureKind)):
+    if isinstance(capture, (str, CaptureKind, dict)):
         capture = [capture]
     if not isinstance(capture, (list, tuple, set)):
         raise OmniLabInputError(
-            f"capture={capture!r}: pass a name, a kind such as ol.capture.routing(), or a list of them"
+            f"capture={capture!r}: pass a name, a kind such as ol.capture.routing(), {{hook: function}}, or a list"
         )
-    kinds: dict[str, CaptureKind] = {}
+    entries = []
     for entry in capture:
+        entries += [FunctionCapture(key, fn) for key, fn in entry.items()] if isinstance(entry, dict) else [entry]
+    kinds: dict[str, CaptureKind] = {}
+    for entry in entries:
+        if isinstance(entry, str) and entry.startswith(GRAD_PREFIX):
+            entry = GradientCapture(entry[len(GRAD_PREFIX) :])
         if isinstance(entry, str):
             if entry not in KINDS:
                 raise OmniLabInputError(

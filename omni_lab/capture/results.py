@@ -128,6 +128,81 @@ class Routing:
                 rows.append({"layer": layer, "rank": rank, "expert": expert, "weight": weight})
         return pd.DataFrame(rows)
 
+    def coactivation(self, by="all"):
+        """Which experts fire together: for every MoE layer and group, how many positions chose both experts of a
+        pair among their top-k.
+
+        Args:
+            by: "all" or a grouping of the one partition, as `load` takes.
+        Returns:
+            DataFrame: layer, [group column], expert, other (expert < other), count, share (of the group's positions
+            at that layer); only pairs that fired together.
+        """
+        import pandas as pd
+
+        groups, column = self._groups(by)
+        experts = self.experts.numpy()
+        size = self.num_experts
+        frames = []
+        for slot, layer in enumerate(self.layers):
+            for group in dict.fromkeys(groups):
+                chosen = experts[slot, groups == group]  # (positions, k)
+                hits = np.zeros((len(chosen), size), dtype=np.int64)
+                np.put_along_axis(hits, chosen, 1, axis=1)  # (positions, experts) 0/1
+                together = hits.T @ hits  # (experts, experts)
+                first, second = np.triu_indices(size, k=1)
+                counts = together[first, second]
+                fired = counts > 0
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "layer": layer,
+                            column: group,
+                            "expert": first[fired],
+                            "other": second[fired],
+                            "count": counts[fired],
+                            "share": counts[fired] / max(1, len(chosen)),
+                        }
+                    )
+                )
+        return pd.concat(frames, ignore_index=True).sort_values(["layer", column, "count"], ascending=[True, True, False],
+                                                                 kind="stable", ignore_index=True)  # fmt: skip
+
+    def paths(self, top: int = 10, by="all"):
+        """The most frequent routes tokens take through the MoE layers: each position's top-weighted expert at every
+        layer, in model order ("3>7>1>12"), counted per group.
+
+        Args:
+            top: routes kept per group.
+            by: "all" or a grouping of the one partition, as `load` takes.
+        Returns:
+            DataFrame: [group column], path, count, share (of the group's positions), rank.
+        """
+        import pandas as pd
+
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise OmniLabInputError(f"top={top!r}: give a number of routes >= 1")
+        groups, column = self._groups(by)
+        leading = self.experts.gather(-1, self.weights.argmax(-1, keepdim=True))[..., 0].numpy()  # (layers, positions)
+        routes = np.array([">".join(str(int(e)) for e in leading[:, position]) for position in range(leading.shape[1])])
+        frames = []
+        for group in dict.fromkeys(groups):
+            mine = routes[groups == group]
+            names, counts = np.unique(mine, return_counts=True)
+            order = np.argsort(-counts, kind="stable")[:top]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        column: group,
+                        "path": names[order],
+                        "count": counts[order],
+                        "share": counts[order] / max(1, len(mine)),
+                        "rank": np.arange(len(order)),
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True)
+
     def compare(self, other: Routing, by="all"):
         """Per MoE layer, the share of prompt tokens (matched through the token maps' rows) whose expert *set* differs.
 

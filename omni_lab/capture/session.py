@@ -37,6 +37,7 @@ class CaptureSession:
         interventions: `Intervention`s to apply.
         cache_device, cache_dtype: where and how cached tensors are kept.
         in_llm: an in-LLM reducer (`FastV`) to install with the other hooks, or None.
+        tokenizer: the Lab's tokenizer, handed to the capture kinds (the logit lens reads answers with it).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class CaptureSession:
         cache_device="cpu",
         cache_dtype=None,
         in_llm=None,
+        tokenizer=None,
     ):
         self.model, self.prompt, self.captures, self.in_llm = model, prompt, normalise(captures), in_llm
         self.token_map = None if prompt is None else prompt.token_map
@@ -59,14 +61,19 @@ class CaptureSession:
         self.calls = Calls()
         self.text_config = model.config.text_config
         self.patches: dict[str, list] = defaultdict(list)
+        self.settings: list[Intervention] = []  # interventions that hold a module setting for the run
         for intervention in interventions or []:
             if not isinstance(intervention, Intervention):
                 raise OmniLabInputError(f"{intervention!r} is not an intervention; use ol.ablate_tokens/patch/...")
+            if intervention.configure is not None:
+                self.settings.append(intervention)
+            if intervention.point is None:
+                continue
             expand_names(intervention.point, self.points)  # raises, with suggestions, for unknown names
             if not self.points[intervention.point].patchable:
                 raise OmniLabInputError(f"{intervention.point!r} can be cached but not patched")
             self.patches[intervention.point].append(intervention.function)
-        self.capturers = {name: kind.bind(model, self.calls) for name, kind in self.captures.items()}
+        self.capturers = {name: kind.bind(model, self.calls, tokenizer) for name, kind in self.captures.items()}
         self.prompt_modality = np.zeros(0, dtype=object)  # modality of each prompt position after reduction
         self._in_llm_hook = None
         self._listeners: dict[str, list] | None = None
@@ -77,8 +84,8 @@ class CaptureSession:
 
     @property
     def active(self) -> bool:
-        """The run needs hooks (captures, cached points, patches or an in-LLM reducer)."""
-        return bool(self.captures or self.cache_names or self.patches or self.in_llm is not None)
+        """The run needs hooks (captures, cached points, patches, module settings or an in-LLM reducer)."""
+        return bool(self.captures or self.cache_names or self.patches or self.settings or self.in_llm is not None)
 
     @property
     def needs_encoders(self) -> bool:
@@ -101,6 +108,8 @@ class CaptureSession:
             capturer.set_token_map(token_map)
         if self._in_llm_hook is not None:
             self._in_llm_hook.set_positions(self.prompt_modality)
+            if hasattr(self._in_llm_hook, "set_token_map"):  # staged reducers budget per item: they need the map
+                self._in_llm_hook.set_token_map(token_map)
 
     @property
     def llm_drop(self) -> LLMDrop | None:
@@ -119,6 +128,8 @@ class CaptureSession:
         return session
 
     def _register(self, session: HookSession) -> None:
+        for setting in self.settings:
+            session.hold(setting.configure(self.model))
         session.on_input(self.model.language_model.model, self.calls.count)
         install_point_hooks(session, [self.points[name] for name in self.hooked_names()], self.visit)
         if self.in_llm is not None:
@@ -242,8 +253,15 @@ class BatchSession:
         llm_points = [
             point for name, point in points.items() if point.stage == "llm" and any(name in h for h in self.hooked)
         ]
+        held = {repr(setting): setting for session in self.sessions for setting in session.settings}
+        if any({repr(setting) for setting in session.settings} != set(held) for session in self.sessions):
+            raise OmniLabInputError(
+                f"module settings ({', '.join(held)}) hold for a whole forward: give every row of a batch the same ones"
+            )
         hooks = HookSession()
         try:
+            for setting in held.values():
+                hooks.hold(setting.configure(self.sessions[0].model))
             install_point_hooks(hooks, llm_points, self.visit)
         except BaseException:
             hooks.__exit__(None, None, None)

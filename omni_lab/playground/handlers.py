@@ -27,7 +27,7 @@ from ..errors import OmniLabInputError, OmniLabModelError
 from ..modalities import MEDIA
 from .figures import figures
 
-REDUCERS = ("model", "none", "evs", "pixeldiff", "random", "uniform", "divprune", "tome")
+REDUCERS = ("model", "none", "evs", "pixeldiff", "random", "uniform", "divprune", "tome", "visionzip", "downsample")
 REDUCER_HELP = {
     "model": "the model's own EVS video pruning at its configured rate (rate slider unused)",
     "none": "no reduction (rate slider unused)",
@@ -37,6 +37,8 @@ REDUCER_HELP = {
     "uniform": "UniformTemporal: keep every k-th video tubelet, k = round(1 / (1 - rate))",
     "divprune": "DivPrune: keep a max-min diverse subset of image, video and audio tokens",
     "tome": "ToMe: merge similar image and video tokens",
+    "visionzip": "VisionZip: keep the image and video tokens the vision encoder's CLS tokens attend to, merge the rest",
+    "downsample": "Downsample: smaller images and fewer video frames with the same token budget (a control)",
 }
 
 
@@ -252,7 +254,8 @@ def run_stats(lab, run, first_token_s: float | None, request_s: float) -> dict:
         request_s: seconds the whole request took (figures included).
     Returns:
         `run.to_dict()` (answer, "tokens_before" / "tokens_after" per modality, "timings", "tokens_per_second",
-        reducers, captures) with "model", the share of media tokens kept, and "first_token_s" / "request_s" added
+        reducers, captures, "flops") with "model", the share of media tokens kept, the share of prefill FLOPs the
+        reduction saved and its equivalent tokens (the ledger's estimate), and "first_token_s" / "request_s" added
         to the timings.
     """
     summary = run.to_dict()
@@ -265,6 +268,10 @@ def run_stats(lab, run, first_token_s: float | None, request_s: float) -> dict:
     first = {"model": lab.source.spec, "answer": summary["answer"]}
     first |= {key: summary[key] for key in ("tokens_before", "tokens_after", "tokens_total")}
     first["media_tokens_kept_fraction"] = round(after / before, 4) if before else None
+    flops = summary.get("flops") or {}
+    if flops:  # the ledger's estimate: what the reduction saved, in FLOPs and in equivalent tokens
+        first["prefill_flops_saved_fraction"] = round(flops["saved_share"], 4)
+        first["equivalent_tokens"] = flops["equivalent_tokens"]
     first |= {key: summary[key] for key in ("reducers", "timings", "tokens_per_second")}
     return first | summary  # the headline figures first, then the rest of the run's summary
 

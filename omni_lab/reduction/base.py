@@ -4,12 +4,21 @@ A reducer acts on one media item between the projector and the LLM. It is given 
 embeddings with their grid and the decoded media, and returns a keep mask over the item's tokens (the primary
 output, so pruned tokens stay in the token map and can be studied), optional per-token scores and, for merging
 reducers, the token each dropped one was merged into.
+
+Optional attributes a reducer declares (the pipeline reads them; nothing lists reducers by name):
+
+    signals           encoder signals it reads (`reduction/signals.py`, e.g. VisionZip's CLS attention): recorded
+                      while the encoders run and handed over in `ReductionItem.signals`
+    before_encoders   True for a reducer that rewrites the prompt's media before the encoders (`Downsample`):
+                      `rewrite(prompt, modalities, processor, context_length) -> Prompt`
+    in_llm            True for a reducer acting inside the LLM at attention layers (`FastV`, `PyramidDrop`,
+                      `SparseVLM`): `install(hooks, model)` registers its hooks for one run
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +41,8 @@ class ReductionItem:
         tokens: the item's token-map rows (pandas DataFrame, one row per token in embedding order): `row`, `col`,
             `tubelet`, `frames` (source frame indices; `media.frame_indices.index(f)` finds a frame in
             `media.frames`), `x0, y0, x1, y1` (pixel box in the original media), `t0, t1` (seconds).
+        signals: {signal name: tensor over the item's tokens} of the encoder signals the reducer declared
+            (`reduction/signals.py`); empty otherwise.
     """
 
     modality: str
@@ -40,6 +51,7 @@ class ReductionItem:
     grid: tuple[int, ...]
     media: object = None
     tokens: object = None
+    signals: dict = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
@@ -67,7 +79,8 @@ class Reduction:
 class Reducer(Protocol):
     """Anything with `modalities` (the modalities it acts on) that maps a `ReductionItem` to a `Reduction`.
 
-    `budget(item)` states how many tokens the reducer keeps for an item before it runs (tested to be exact).
+    `budget(item)` states how many tokens the reducer keeps for an item before it runs (tested to be exact); `rate`
+    (the fraction it drops, what the widgets' slider sets) is read where present.
     """
 
     modalities: tuple[str, ...]

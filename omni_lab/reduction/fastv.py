@@ -10,7 +10,9 @@ not only a saving (docs/token_reduction.md §3). Decoding continues on the short
 The scores are exact softmax probabilities computed block by block from the layer's own queries and keys (no L × L
 matrix is kept). FastV installs its hooks through the run's `HookSession` (`FastV.install`, called by the capture
 session) and hands back its decision as a value (`LLMDrop`). It cannot be combined with captures or LLM-side
-interventions yet: those index positions of the full sequence, which no longer exist after layer K.
+interventions yet: those index positions of the full sequence, which no longer exist after layer K. Recomputing the
+probabilities costs another 2·H·L²·d_h FLOPs at the layer (`scoring_flops`, in the run's ledger): SDPA and flash
+kernels return none, and FastV needs them.
 """
 
 from __future__ import annotations
@@ -75,9 +77,20 @@ class FastV:
     def __repr__(self) -> str:
         return f"FastV(layer={self.layer}, rate={self.rate})"
 
-    def budget(self, candidates: int) -> int:
-        """Media tokens kept after the layer, of `candidates` competing ones."""
+    def budget(self, candidates) -> int:
+        """Media tokens kept after the layer, of `candidates` competing ones (a count, or a `ReductionItem`: what
+        an equal-budget control keeps of that item; FastV itself ranks all candidates of the prompt together)."""
+        candidates = getattr(candidates, "num_tokens", candidates)
         return max(1, int(candidates * (1 - self.rate))) if candidates else 0
+
+    def scoring_flops(self, text_config, lengths: dict) -> float:
+        """The attention probabilities FastV recomputes at its layer (every query, every key): 2 · H · L² · d_h.
+
+        Args:
+            text_config: the LLM's config; lengths: {layer: sequence length there}.
+        """
+        heads, head_dim = text_config.num_attention_heads, text_config.head_dim
+        return float(sum(2 * heads * length**2 * head_dim for length in lengths.values()))
 
     def install(self, hooks, model) -> FastVHook:
         """Register FastV's hooks on `hooks` (a `capture.hooks.HookSession`) for one run.
@@ -91,6 +104,9 @@ class FastV:
         Raises:
             OmniLabInputError: `layer` is not an attention layer of this model.
         """
+        from .in_llm import check_attention_implementation
+
+        check_attention_implementation(self, model)
         attention = [info.index for info in layers(model) if info.kind == "attention"]
         if self.layer not in attention:
             raise OmniLabInputError(f"FastV layer {self.layer} is not an attention layer; those are {attention}")

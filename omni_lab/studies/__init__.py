@@ -11,19 +11,29 @@ resumes from its `out`. Given a Dataset (or a list of prompts), `reinsertion`, `
 
 from .contribution import pruned_contribution
 from .dataset import Dataset
+from .logit import LogitAttribution, direct_logit_attribution
+from .matched import MatchedAblation, matched_ablation
+from .patching import PatchingResult, activation_patching
 from .reinsertion import reinsertion
 from .results import ContributionResult, ReinsertionResult, Specialization
-from .routing import expert_specialization, routing_shift
+from .routing import expert_specialization, routing_shift, top_k_sweep
 from .sweep import sweep
 
 __all__ = [
     "ContributionResult",
     "Dataset",
+    "LogitAttribution",
+    "MatchedAblation",
+    "PatchingResult",
     "ReinsertionResult",
     "Specialization",
+    "activation_patching",
+    "direct_logit_attribution",
     "expert_specialization",
+    "matched_ablation",
     "pruned_contribution",
     "reinsertion",
     "routing_shift",
     "sweep",
+    "top_k_sweep",
 ]

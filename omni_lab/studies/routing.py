@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import validate
 from ..capture.results import entropy_bits
+from ..errors import OmniLabInputError
 from .common import as_prompt, as_prompts, progress_bar, write_rows
 from .dataset import Dataset
 from .per_prompt import is_many, one_prompt_only, run_per_prompt
@@ -236,3 +237,98 @@ def expert_specialization(
     result = pool(pd.concat(loads), pd.concat(picks), top)
     write_rows(result.load, out, "expert_specialization")
     return result
+
+
+TOP_K_COLUMNS = [
+    "prompt",
+    "prompt_key",
+    "k",
+    "answer",
+    "reference",
+    "correct",
+    "margin",
+    "kl_first_token",
+    "same_answer",
+]
+TOP_K_DTYPES = {
+    "prompt": "int64",
+    "prompt_key": "str",
+    "k": "int64",
+    "answer": "str",
+    "reference": "str?",
+    "correct": "boolean",
+    "margin": "float64",
+    "kl_first_token": "float64",
+    "same_answer": "bool",
+}
+
+
+def top_k_sweep(lab, prompts, ks=(1, 2), *, layers=None, options=None, progress: bool = True, out=None, cluster=None):
+    """Answers, margins and KL as every token is routed to its top `k` experts (`ol.set_top_k`), k by k, against the
+    model's own k.
+
+    Args:
+        lab: the `Lab` (with an executor that loads its own models, also a model source string).
+        prompts: a Dataset, or a list of prompts, strings or (prompt, reference) pairs.
+        ks: the k to try (each 1 .. the routed experts); the model's own k is always added as the reference.
+        layers: MoE layers whose k changes (default all).
+        options: the decoding (`RunOptions`; default `max_new_tokens=8`, greedy, no token reduction).
+        progress, out, cluster: as every per-prompt study.
+    Returns:
+        DataFrame with `TOP_K_COLUMNS`, one row per (prompt, k): the answer, whether it matches the reference, the
+        first answer token's margin (log p of the reference's first token over the best other token; NaN without a
+        reference), KL(model's k || k) of the first token's distribution and whether the answer is the model's own.
+    """
+    from ..options import RunOptions
+
+    options = RunOptions(max_new_tokens=8, reducer=None) if options is None else RunOptions.of(options)
+    if isinstance(ks, int):
+        ks = [ks]
+    ks = [validate.number(f"ks[{i}]", k, low=1, integer=True) for i, k in enumerate(ks)]
+    if not ks:
+        raise OmniLabInputError("top_k_sweep needs at least one k")
+    return run_per_prompt(
+        "top_k_sweep",
+        top_k_cells,
+        lab,
+        prompts if isinstance(prompts, (list, Dataset)) else [prompts],
+        {"ks": ks, "layers": layers, "options": options},
+        columns=TOP_K_COLUMNS,
+        dtypes=TOP_K_DTYPES,
+        out=out,
+        table="top_k_sweep",
+        progress=progress,
+        cluster=cluster,
+    )
+
+
+def top_k_cells(lab, prompt_of, cells: list, *, ks: list[int], layers, options) -> list[dict]:
+    """Every k's row of each prompt in `cells`."""
+    from ..capture.interventions import set_top_k
+    from .common import is_correct, kl_divergence, margin
+
+    own = int(lab.config.text_config.num_experts_per_tok)
+    rows = []
+    for cell in cells:
+        prompt = prompt_of(cell.prompt)
+        reference = prompt.reference
+        target = lab.tokenizer.encode(reference.strip(), add_special_tokens=False)[:1] if reference else []
+        base = lab.run(prompt, options, return_logits=True)
+        for k in dict.fromkeys([own, *ks]):
+            run = (
+                base if k == own else lab.run(prompt, options, interventions=[set_top_k(k, layers)], return_logits=True)
+            )
+            rows.append(
+                {
+                    "prompt": cell.prompt,
+                    "prompt_key": cell.key,
+                    "k": k,
+                    "answer": run.answer,
+                    "reference": reference,
+                    "correct": is_correct(run.answer, reference),
+                    "margin": margin(run.logits[0], target[0]) if target else float("nan"),
+                    "kl_first_token": kl_divergence(base.logits[0], run.logits[0]),
+                    "same_answer": run.answer == base.answer,
+                }
+            )
+    return rows

@@ -2,9 +2,14 @@
 
 For every prompt the media are encoded once; the unreduced run is the reference. Each (reducer, rate) run reports
 the tokens kept, the encode / reduce / prefill seconds, the answer (and whether it matches the prompt's reference),
-and how far the first answer token's distribution moved from the unreduced run (KL divergence, top-1 agreement).
-Every reducer is paired with a `RandomDrop` at exactly its budget (UniPruneBench, arXiv 2511.02650: random pruning
-is a strong baseline; any claim about a reducer needs it; docs/token_reduction.md §3).
+its agreement with the unreduced run of the same prompt (the same answer; KL divergence and top-1 agreement of the
+first answer token's distribution; the change of the first answer token's margin, log p(target) - max other log p,
+the target being the reference's first token or else the unreduced answer's: EffiVLM-Bench's "loyalty", usable where
+no reference answer exists), and the run's estimated FLOPs (`ReductionLedger.flops_summary`: prefill FLOPs, FLOPs
+saved against the unreduced prompt, equivalent tokens). Every reducer is paired with a `RandomDrop` at exactly its
+budget (UniPruneBench, arXiv 2511.02650: random pruning is a strong baseline; any claim about a reducer needs it;
+docs/token_reduction.md §3), and with `controls=("random", "downsample")` also with a `Downsample` keeping at most its
+budget (smaller images, fewer frames: VTC-Bench finds plain downsampling beats many methods).
 
 The unit of work is a cell, one row: (prompt, reducer, rate) or its control, or a prompt's unreduced run. Cells are
 computed in chunks that keep a prompt's cells together (its media encoded and its unreduced run done once per
@@ -22,7 +27,7 @@ from .. import validate
 from ..errors import OmniLabInputError
 from ..executors import Local
 from ..reduction import Reducer
-from .common import RowStore, is_correct, kept_counts, kl_divergence
+from .common import RowStore, first_token_target, is_correct, kept_counts, kl_divergence, margin, normalise_answer
 from .execution import resolve, run_cells
 
 COLUMNS = [
@@ -38,36 +43,65 @@ COLUMNS = [
     "kept_audio",
     "encode_s",
     "reduce_s",
+    "llm_reduce_s",
     "prefill_s",
     "answer",
     "reference",
     "correct",
     "kl_first_token",
     "top1_agreement",
+    "same_answer",
+    "margin_change",
+    "prefill_flops",
+    "saved_flops",
+    "equivalent_tokens",
 ]
+CONTROLS = ("random", "downsample")
 
 
-def sweep_row(lab, prompt, encoded, reducer, baseline, max_new_tokens: int) -> dict:
+def sweep_row(lab, prompt, encoded, reducer, baseline, max_new_tokens: int, target: int | None = None) -> dict:
     """One unit of work: run `prompt` with `reducer` (media already encoded) and compare with `baseline`."""
     run = lab.run(prompt, max_new_tokens=max_new_tokens, reducer=reducer, return_logits=True, encoded=encoded)
-    return describe(run, reducer, baseline)
+    return describe(run, reducer, baseline, target)
 
 
-def describe(run, reducer, baseline) -> dict:
-    """The sweep columns of one run, compared with the unreduced `baseline` run of the same prompt."""
+def describe(run, reducer, baseline, target: int | None = None) -> dict:
+    """The sweep columns of one run, compared with the unreduced `baseline` run of the same prompt.
+
+    Args:
+        target: the token whose margin is followed (`common.first_token_target`); None leaves margin_change NaN.
+    """
     first, reference_first = run.logits[0], baseline.logits[0]
+    flops = run.ledger.flops_summary() if run.ledger is not None else {}
     return {
         "reducer": repr(reducer) if reducer is not None else "none",
         **kept_counts(run.token_map),
         "encode_s": run.timings.get("encode_s", 0.0),
         "reduce_s": run.timings.get("reduce_s", 0.0),
+        "llm_reduce_s": run.timings.get("llm_reduce_s", 0.0),
         "prefill_s": run.timings.get("prefill_s", 0.0),
         "answer": run.answer,
         "reference": run.prompt.reference,
         "correct": is_correct(run.answer, run.prompt.reference),
         "kl_first_token": kl_divergence(reference_first, first),
         "top1_agreement": bool(int(first.argmax()) == int(reference_first.argmax())),
+        "same_answer": normalise_answer(run.answer) == normalise_answer(baseline.answer),
+        "margin_change": float("nan") if target is None else margin(first, target) - margin(reference_first, target),
+        "prefill_flops": float(flops.get("prefill_flops", float("nan"))),
+        "saved_flops": float(flops.get("saved_flops", float("nan"))),
+        "equivalent_tokens": float(flops.get("equivalent_tokens", float("nan"))),
     }
+
+
+def make_control(name: str, reducer, seed: int):
+    """The equal-budget control `name` ("random" or "downsample") for `reducer`."""
+    from ..reduction import Downsample, RandomDrop
+
+    if name == "random":
+        return RandomDrop.matching(reducer, seed=seed)
+    if name == "downsample":
+        return Downsample.matching(reducer)
+    raise OmniLabInputError(f"sweep control {name!r}: use {' or '.join(CONTROLS)}")
 
 
 def _make(factory, rate: float):
@@ -129,6 +163,7 @@ class Cell:
         reducer: the reducer (a small picklable object); for a control, the reducer it matches; None for "none".
         rate: the rate (0.0 for "none").
         key: (prompt_key, reducer label, rate, control_for): what the stored row is found by.
+        control: for a control, which one ("random" or "downsample").
     """
 
     order: int
@@ -137,15 +172,17 @@ class Cell:
     reducer: object
     rate: float
     key: tuple
+    control: str = "random"
 
 
 KEY_COLUMNS = ("prompt_key", "reducer", "rate", "control_for")
 
 
-def plan_cells(prompt_keys: list[str], made: list[list], rates: list[float], seed: int) -> list[Cell]:
-    """Every cell of a sweep, in the table's row order."""
-    from ..reduction import RandomDrop
-
+def plan_cells(
+    prompt_keys: list[str], made: list[list], rates: list[float], seed: int, controls=("random",)
+) -> list[Cell]:
+    """Every cell of a sweep, in the table's row order (a control that cannot act on a reducer's modalities, e.g.
+    Downsample for an audio reducer, is left out)."""
     cells = []
     for index, prompt_key in enumerate(prompt_keys):
         cells.append(Cell(len(cells), index, "none", None, 0.0, (prompt_key, "none", 0.0, None)))
@@ -153,8 +190,15 @@ def plan_cells(prompt_keys: list[str], made: list[list], rates: list[float], see
             for rate, reducer in zip(rates, row_of_reducers, strict=True):
                 label = repr(reducer)
                 cells.append(Cell(len(cells), index, "reducer", reducer, rate, (prompt_key, label, rate, None)))
-                control = repr(RandomDrop.matching(reducer, seed=seed))
-                cells.append(Cell(len(cells), index, "control", reducer, rate, (prompt_key, control, rate, label)))
+                for name in controls:
+                    try:
+                        control = repr(make_control(name, reducer, seed))
+                    except OmniLabInputError:
+                        if name == "random":
+                            raise
+                        continue
+                    key = (prompt_key, control, rate, label)
+                    cells.append(Cell(len(cells), index, "control", reducer, rate, key, name))
     return cells
 
 
@@ -169,19 +213,19 @@ def compute_cells(lab, prompt_of, cells: list[Cell], *, max_new_tokens: int, see
     Returns:
         one row dict per cell, with its `order` and `COLUMNS`.
     """
-    from ..reduction import RandomDrop
-
-    rows, current, prompt, encoded, baseline = [], None, None, None, None
+    rows, current, prompt, encoded, baseline, target = [], None, None, None, None, None
     for cell in cells:
         if cell.prompt != current:
             current, prompt = cell.prompt, prompt_of(cell.prompt)
             encoded = lab.encode(prompt)
             baseline = lab.run(prompt, max_new_tokens=max_new_tokens, reducer=None, return_logits=True, encoded=encoded)
+            target = first_token_target(lab, prompt, baseline.generated_ids) if baseline.generated_ids else None
         if cell.kind == "none":
-            described = describe(baseline, None, baseline)
+            described = describe(baseline, None, baseline, target)
         else:
-            reducer = cell.reducer if cell.kind == "reducer" else RandomDrop.matching(cell.reducer, seed=seed)
-            described = sweep_row(lab, prompt, encoded, reducer, baseline, max_new_tokens)
+            control = getattr(cell, "control", "random")
+            reducer = cell.reducer if cell.kind == "reducer" else make_control(control, cell.reducer, seed)
+            described = sweep_row(lab, prompt, encoded, reducer, baseline, max_new_tokens, target)
         rows.append(
             {
                 "order": cell.order,
@@ -213,10 +257,13 @@ def typed(frame):
     frame = frame.copy()
     for column in ("prompt", "kept_tokens", "prompt_tokens", "kept_image", "kept_video", "kept_audio"):
         frame[column] = frame[column].astype("int64")
-    for column in ("rate", "encode_s", "reduce_s", "prefill_s", "kl_first_token"):
+    floats = ("rate", "encode_s", "reduce_s", "llm_reduce_s", "prefill_s", "kl_first_token", "margin_change")
+    floats += ("prefill_flops",)
+    for column in (*floats, "saved_flops", "equivalent_tokens"):
         frame[column] = frame[column].astype("float64")
     truth = {True: True, False: False, "True": True, "False": False, "1": True, "0": False}  # 1 and 0 hash as bools
     frame["top1_agreement"] = frame["top1_agreement"].map(truth).astype(bool)
+    frame["same_answer"] = frame["same_answer"].map(truth).astype(bool)
     frame["correct"] = frame["correct"].map(lambda value: truth.get(value) if value is not None else None)
     frame["correct"] = frame["correct"].astype(object).where(frame["correct"].notna(), None)
     for column in ("prompt_key", "reducer", "answer"):
@@ -244,8 +291,9 @@ def sweep(
     out=None,
     cluster=None,
     chunk_size: int = 32,
+    controls=("random",),
 ):
-    """Run every prompt with every reducer at every rate, plus an equal-budget random control and no reduction.
+    """Run every prompt with every reducer at every rate, plus equal-budget controls and no reduction.
 
     Args:
         lab: the `Lab` (with `cluster=`, also a model source string such as "toy": the workers load it and this
@@ -267,10 +315,15 @@ def sweep(
             same table and `out`.
         chunk_size: cells per chunk here (an executor's own `chunk_size` elsewhere); a prompt's cells stay in one
             chunk.
+        controls: the equal-budget controls beside each reducer: "random" (`RandomDrop.matching`, always first)
+            and "downsample" (`Downsample.matching`: smaller images, fewer frames, at most the reducer's budget;
+            left out for reducers acting on no image or video; on a prompt without images or video it changes
+            nothing).
     Returns:
         DataFrame with `COLUMNS`: one row per (prompt, reducer, rate), the control rows (`control_for` names the
         reducer they match) and one unreduced row per prompt (reducer "none", rate 0); `prompt` is the prompt's
-        index, `prompt_key` its dataset key.
+        index, `prompt_key` its dataset key. Agreement with the unreduced run: `same_answer`, `kl_first_token`,
+        `top1_agreement`, `margin_change`; estimated FLOPs: `prefill_flops`, `saved_flops`, `equivalent_tokens`.
     """
     import pandas as pd
 
@@ -283,8 +336,11 @@ def sweep(
     rates = [validate.number(f"rates[{i}]", rate, low=0, high=1) for i, rate in enumerate(rates)]
     max_new_tokens = validate.number("max_new_tokens", max_new_tokens, low=1, integer=True)
     seed = validate.number("seed", seed, low=0, integer=True)
+    controls = tuple([controls] if isinstance(controls, str) else controls)
+    if "random" not in controls or set(controls) - set(CONTROLS):
+        raise OmniLabInputError(f"sweep controls={controls!r}: 'random' and optionally 'downsample'")
     made = [[_make(factory, rate) for rate in rates] for factory in reducers]  # every factory error before any run
-    cells = plan_cells(inputs.keys, made, rates, seed)
+    cells = plan_cells(inputs.keys, made, rates, seed, controls)
     order_of = {cell.key: cell for cell in cells}
     adopted: set = set()
 

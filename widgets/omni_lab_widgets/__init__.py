@@ -23,6 +23,7 @@ _LAZY = {
     "AudioTimeline": "audio",
     "AttributionOverlay": "attribution",
     "Dashboard": "dashboard",
+    "LogitLensView": "logit_lens",
 }
 
 __all__ = list(_LAZY)

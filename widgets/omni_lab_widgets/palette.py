@@ -3,6 +3,7 @@
     STATUS_COLOURS     a token's status (`TokenMap.status`): kept green, merged blue, pruned red
     MODALITY_COLOURS   a modality (`omni_lab.modalities.MODALITIES`), plus "mixed" for a bin or group spanning several
     KIND_COLOURS       a mixer kind whose mass a view draws: attention, Mamba
+    WRITER_COLOURS     a writer into the residual stream: embedding, Mamba, attention, routed / shared experts, MLP
     ATTENTION_SHADE    the band behind attention layers among Mamba layers
 
 `modality_colour(name)` and `translucent(colour, alpha)` read them; nothing here imports plotly.
@@ -21,6 +22,14 @@ MODALITY_COLOURS = {
 }
 OTHER_COLOUR = "#8c564b"  # a group that is none of the modalities (a user group's name)
 KIND_COLOURS = {"attention": "#e6550d", "mamba": "#8c6d31"}
+WRITER_COLOURS = {  # who writes into the residual stream (the logit lens view)
+    "embedding": "#7f7f7f",
+    "mamba": "#8c6d31",
+    "attention": "#e6550d",
+    "routed experts": "#3182bd",
+    "shared expert": "#9ecae1",
+    "mlp": "#31a354",
+}
 ATTENTION_SHADE = "#fff3bf"
 DROPPED_SHADE = "rgba(15,15,15,0.62)"  # over the pixels of a pruned token's cell
 

@@ -8,6 +8,10 @@ Figure (`.figure()`):
     bottom right the selected token's k experts and weights at every MoE layer; a dropdown picks the answer's
                  tokens and the first token of each media item without a kernel
 
+Second figure (`.coactivation_figure()`, also on the saved page): which experts fire together (expert x expert counts
+of positions that chose both, a dropdown per MoE layer; the diagonal is each expert's own load), and the most frequent
+routes tokens take through the layers (their top expert at every MoE layer), per modality.
+
 Live widget (`.widget()`): modality buttons, and a position box; clicking the strip selects a token.
 Reads `run.routing` (`load(by="modality")`, `entropy()`, `for_token()`, `experts`, `weights`) through
 `routing_data.py`; a real-model run (52 layers x 128 experts x 20K positions) is binned to at most `max_columns`
@@ -26,7 +30,15 @@ from omni_lab.modalities import MODALITIES
 from . import render
 from .base import View
 from .palette import modality_colour
-from .routing_data import expert_loads, position_label, routing_entropy, token_choices, top_expert_strip
+from .routing_data import (
+    coactivation_matrices,
+    expert_loads,
+    position_label,
+    routing_entropy,
+    token_choices,
+    top_expert_strip,
+    top_paths,
+)
 
 
 class ExpertRoutingView(View):
@@ -114,6 +126,48 @@ class ExpertRoutingView(View):
             hoverlabel={"align": "left"},
         )
         return fig
+
+    def coactivation_figure(self, top: int = 8) -> go.Figure:
+        """Expert co-activation per MoE layer (a dropdown picks the layer) and the `top` routes per modality."""
+        layers, matrices = coactivation_matrices(self.routing)
+        paths = top_paths(self.routing, top)
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.14,
+                            subplot_titles=(f"co-activation, MoE layer {layers[0]}", f"top {top} routes per modality"))  # fmt: skip
+        fig.add_trace(
+            go.Heatmap(
+                z=matrices[0],
+                colorscale="Blues",
+                colorbar={"x": 0.4, "title": "positions"},
+                hovertemplate="experts %{y} & %{x}: %{z} positions<extra></extra>",
+            ),  # fmt: skip
+            row=1,
+            col=1,
+        )
+        for modality, part in paths.groupby("modality", sort=False):
+            fig.add_bar(x=part["share"], y=[f"{modality}: {path}" for path in part.path], orientation="h",
+                        name=modality, marker_color=modality_colour(modality),
+                        customdata=part["count"], hovertemplate="%{y}<br>%{customdata} positions (%{x:.0%})"
+                                                                 "<extra></extra>", row=1, col=2)  # fmt: skip
+        buttons = [
+            {"label": f"layer {layer}", "method": "update",
+             "args": [{"z": [matrices[slot]]}, {"annotations[0].text": f"co-activation, MoE layer {layer}"}, [0]]}
+            for slot, layer in enumerate(layers)
+        ]  # fmt: skip
+        fig.update_layout(
+            title=f"Which experts fire together, and the routes tokens take ({self.summary()})",
+            updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.12}],
+            height=max(420, 28 * len(paths) + 160),
+            margin={"l": 60, "r": 20, "t": 100, "b": 50},
+            legend={"orientation": "h", "y": -0.12},
+        )
+        fig.update_xaxes(title_text="expert", row=1, col=1)
+        fig.update_yaxes(title_text="expert", autorange="reversed", row=1, col=1)
+        fig.update_xaxes(title_text="share of the modality's positions", tickformat=".0%", row=1, col=2)
+        fig.update_yaxes(autorange="reversed", row=1, col=2)
+        return fig
+
+    def sections(self) -> list[tuple[str, object]]:
+        return [("", self.figure_for_html()), ("Co-activation and routes", self.coactivation_figure())]
 
     def _load_trace(self, group: str) -> go.Heatmap:
         counts = self.loads[group]

@@ -141,3 +141,24 @@ def token_choices(token_map, positions: int) -> list[int]:
             firsts.append(position)
     last_prompt = positions - len(answer) - 1
     return list(dict.fromkeys(answer + firsts + ([last_prompt] if last_prompt >= 0 else [])))[:MAX_TOKEN_CHOICES]
+
+
+def coactivation_matrices(routing) -> tuple[list[int], np.ndarray]:
+    """(MoE layers, `(layers, experts, experts)` int64): how many positions chose both experts at each layer
+    (symmetric; the diagonal is each expert's own pick count), from `Routing.coactivation`."""
+    table = routing.coactivation(by="all")
+    layers = list(routing.layers)
+    matrices = np.zeros((len(layers), routing.num_experts, routing.num_experts), dtype=np.int64)
+    slot = {layer: index for index, layer in enumerate(layers)}
+    index = table["layer"].map(slot).to_numpy()
+    matrices[index, table.expert.to_numpy(), table.other.to_numpy()] = table["count"].to_numpy()
+    matrices[index, table.other.to_numpy(), table.expert.to_numpy()] = table["count"].to_numpy()
+    load = routing.load(by="all")
+    matrices[load.layer.map(slot).to_numpy(), load.expert.to_numpy(), load.expert.to_numpy()] = load["count"].to_numpy()
+    return layers, matrices
+
+
+def top_paths(routing, top: int = 8):
+    """The most frequent routes (top expert per MoE layer) per modality, from `Routing.paths`: DataFrame modality,
+    path, count, share, rank."""
+    return routing.paths(top=top, by="modality")

@@ -1,4 +1,4 @@
-"""Attribution targets: what number about the model's answer an attribution explains.
+"""Targets: what number about the model's answer an attribution, a gradient capture or a logit lens explains.
 
     Target()                                   log p(the model's own greedy answer), teacher-forced over all its tokens
     Target("low, purple")                      log p(that answer), all tokens
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import validate
-from ..errors import OmniLabInputError
+from . import validate
+from .errors import OmniLabInputError
 
 TOKENS = ("all", "first")
 MAX_ANSWER_TOKENS = 32  # greedy answer length when the target names no answer
