@@ -29,6 +29,10 @@ HUB_IDS = (
     "nvidia/Nemotron-3-Nano-Omni-30B-A3B-Reasoning-NVFP4",
 )
 TOY_DIR = Path(__file__).parent / "toy" / "assets" / "omni-toy"
+# The twin's third stage (ShapesWorld's hard tier), shipped beside the default: it forgot part of the basic tier, so
+# "toy" stays the stage-2 twin and "toy-hard" serves the hard-tier studies (its card says what it learned and lost).
+TOY_HARD_DIR = Path(__file__).parent / "toy" / "assets" / "omni-toy-hard"
+TWINS = {"toy": TOY_DIR, "toy-hard": TOY_HARD_DIR}
 RELEASED_MODEL_TYPES = ("NemotronH_Nano_Omni_Reasoning_V3", "NemotronH_Omni_Reasoning_V3")
 _HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
 
@@ -47,7 +51,7 @@ def resolve(spec: str, *, allow_download: bool = False) -> Source:
     """Turn a user's source string into a `Source`, checking that what it names exists."""
     if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
         raise OmniLabModelError(
-            f"model source {spec!r} is not a name: pass 'toy', 'random:toy', 'random:small', 'random:full', "
+            f"model source {spec!r} is not a name: pass 'toy', 'toy-hard', 'random:toy', 'random:small', 'random:full', "
             "a local checkpoint directory or a hub id"
         )
     spec = str(spec).strip()
@@ -56,14 +60,14 @@ def resolve(spec: str, *, allow_download: bool = False) -> Source:
         if name not in PRESETS:
             raise OmniLabModelError(f"unknown preset {name!r} in {spec!r}: choose one of {', '.join(sorted(PRESETS))}")
         return Source(spec, "preset", preset=name)
-    if spec == "toy":
-        if not (TOY_DIR / "config.json").is_file():
+    if spec in TWINS:
+        if not (TWINS[spec] / "config.json").is_file():
             raise OmniLabModelError(
-                f"the trained toy twin is not in this installation (looked in {TOY_DIR}). Reinstall omni-lab "
-                "(the package ships it), or train one with `omni-lab train-toy --out DIR` and load DIR; "
+                f"the trained toy twin {spec!r} is not in this installation (looked in {TWINS[spec]}). Reinstall "
+                "omni-lab (the package ships it), or train one with `omni-lab train-toy --out DIR` and load DIR; "
                 "'random:toy' has the same architecture with random weights (its outputs mean nothing)."
             )
-        return Source(spec, "checkpoint", path=TOY_DIR)
+        return Source(spec, "checkpoint", path=TWINS[spec])
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():

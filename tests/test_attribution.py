@@ -99,7 +99,8 @@ def test_exact_shapley_is_efficient_and_equals_brute_force(twin_lab):
     torch.testing.assert_close(
         torch.tensor(result.unit_scores), torch.tensor(brute, dtype=torch.float64), atol=2e-4, rtol=0
     )
-    assert abs(result.unit_scores.sum() - (result.target_value - result.baseline_value)) < 1e-6
+    # exact up to float32 rounding: values near 10 carry ~1e-6 each (an ulp there), 4 units and 16 coalitions
+    assert abs(result.unit_scores.sum() - (result.target_value - result.baseline_value)) < 1e-5
     assert abs(result.unit_scores.sum() - (everything - nothing)) < 2e-4
     assert abs(result.completeness_gap) < 1e-5  # float32 logits of values near 20
     assert result.forward_passes == 2**n

@@ -10,6 +10,7 @@ import sqlite3
 import sys
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 
@@ -112,8 +113,10 @@ def test_a_killed_worker_still_gives_every_row_once(ray, local, data, tmp_path, 
         name = sorted(name for name in ray.util.list_named_actors() if name.startswith("omni-lab-"))[0]
         actor = ray.get_actor(name)
         before = ray.get(actor.pid.remote())
-        ray.kill(actor, no_restart=False)
-        after = ray.get(actor.pid.remote(), timeout=120)  # answered by the restarted actor
+        worker = psutil.Process(before)
+        worker.kill()  # SIGKILL, as the OOM killer would
+        worker.wait(timeout=60)  # gone: the next call can only be answered by a restarted process
+        after = ray.get(actor.pid.remote(), timeout=120)
         killed.append((name, before, after))
 
     after_chunks(monkeypatch, 1, kill_one)
@@ -121,7 +124,7 @@ def test_a_killed_worker_still_gives_every_row_once(ray, local, data, tmp_path, 
         twin_lab, subset, REDUCERS, RATES, max_new_tokens=1, progress=False, out=out, cluster=cluster(chunk_size=9)
     )
     assert killed, "the worker was not killed mid-study"
-    (_, before, after), = killed
+    ((_, before, after),) = killed
     assert after != before, "Ray did not restart the killed worker in a new process"
     table = stored(out)
     assert len(table) == len(subset) * ROWS_PER_PROMPT
@@ -244,6 +247,14 @@ def test_dataset_rows_keys_and_files(twin_lab, tmp_path):
     prompt, example = world.prompt(twin_lab, 1), sample(world[1]["seed"], "audio")
     assert prompt.reference == example.answer and prompt.text == example.prompt(twin_lab).text
     assert world.keys == ol.studies.Dataset.shapesworld(5, families=["video", "audio"], seed=2).keys  # stable
+    tasks = ol.studies.Dataset.shapesworld(4, tasks=["events/flash_colour", "sync/beep_flash"], seed=2)
+    assert [(row["family"], row["task"]) for row in tasks][:2] == [("events", "flash_colour"), ("sync", "beep_flash")]
+    assert tasks.keys[2] == f"shapesworld/events/flash_colour/{eval_seed(2, 'events', 1)}"
+    hard = sample(eval_seed(2, "sync", 1), "sync", task="beep_flash")
+    assert (
+        tasks.prompt(twin_lab, 3).text == hard.prompt(twin_lab).text
+        and tasks.prompt(twin_lab, 3).reference == hard.answer
+    )
     records = [{"text": "What colour?", "images": ["red.png"], "reference": "red"}, "Count to three."]
     data = ol.studies.Dataset.from_records(records, base=tmp_path)
     assert data[0]["images"] == [str(tmp_path / "red.png")] and data[1]["text"] == "Count to three."
@@ -261,6 +272,8 @@ def test_dataset_rows_keys_and_files(twin_lab, tmp_path):
         ([{"txt": "a"}], "unknown fields"),
         ([{"text": ""}], "non-empty `text`"),
         ([{"seed": 1, "family": "smell"}], "family="),
+        ([{"seed": 1, "family": "image", "task": "flash_colour"}], "not a image task"),
+        ([{"text": "a", "task": "colour"}], "give it with `seed`"),
         ([{"text": "a", "key": "k"}, {"text": "b", "key": "k"}], "unique"),
     ]:
         with pytest.raises(OmniLabInputError, match=message):
@@ -274,7 +287,11 @@ CELL_FUNCTIONS = {
     "pruned_contribution": ("omni_lab.studies.contribution", "compute_cells"),
     "routing_shift": ("omni_lab.studies.routing", "shift_cells"),
 }
-OPTIONS = {"reinsertion": {"groups": "tubelet"}, "pruned_contribution": {"max_tokens": 3, "seed": 1}, "routing_shift": {}}
+OPTIONS = {
+    "reinsertion": {"groups": "tubelet"},
+    "pruned_contribution": {"max_tokens": 3, "seed": 1},
+    "routing_shift": {},
+}
 
 
 @pytest.fixture(scope="module")

@@ -232,13 +232,14 @@ def test_unknown_sources_are_model_errors(source):
         ol.load(source)
 
 
-def test_toy_never_falls_back_to_random_weights(monkeypatch, tmp_path):
+@pytest.mark.parametrize("name", ["toy", "toy-hard"])
+def test_toy_never_falls_back_to_random_weights(monkeypatch, tmp_path, name):
     from omni_lab import sources
 
-    monkeypatch.setattr(sources, "TOY_DIR", tmp_path / "omni-toy")  # an installation without the twin's files
+    monkeypatch.setitem(sources.TWINS, name, tmp_path / "missing")  # an installation without the twin's files
     with pytest.raises(OmniLabModelError, match="random:toy") as error:
-        ol.load("toy")
-    assert str(tmp_path / "omni-toy") in str(error.value)
+        ol.load(name)
+    assert str(tmp_path / "missing") in str(error.value) and repr(name) in str(error.value)
 
 
 def test_a_meta_model_refuses_to_run_with_a_clear_error(full_meta_lab):

@@ -161,9 +161,7 @@ def test_pruned_contribution_rows_summary_and_an_ablation_by_hand(toy_lab):
     sampled = ol.studies.pruned_contribution(
         toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=5, seed=3, progress=False
     )
-    again = ol.studies.pruned_contribution(
-        toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=5, seed=3, progress=False
-    )
+    again = ol.studies.pruned_contribution(toy_lab, prompt, ol.reducers.EVS(0.5), max_tokens=5, seed=3, progress=False)
     assert len(sampled.tokens) == 5 and sampled.tokens.row.tolist() == again.tokens.row.tolist()
 
 

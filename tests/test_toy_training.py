@@ -263,3 +263,111 @@ def test_a_continued_run_starts_from_its_checkpoint_and_records_both_stages(tmp_
 
     section = "\n".join(_training_section(summary))
     assert "Stage 1, from scratch" in section and "--recipe continue --init" in section
+
+
+def test_a_stage_grows_an_older_vocabulary_without_moving_any_id():
+    """Stage 3 (`--recipe hard`) starts from a checkpoint whose tokenizer has the basic tier's 16 frame labels only:
+    `vocabulary.extend` appends the longer clips' labels and the time words after them, every old id kept, so old
+    prompts tokenise exactly as before; a vocabulary that would renumber a token is refused."""
+    from omni_lab.tokenizer import train_tokenizer
+    from omni_lab.toy import vocabulary
+    from omni_lab.toy.architecture import build_twin_processor
+
+    processor = build_twin_processor()
+    old = train_tokenizer(shapesworld.corpus() * 2, 640, added_tokens=tuple(shapesworld.frame_labels(16)))
+    processor.tokenizer = old
+    example = shapesworld.sample(shapesworld.eval_seed(0, "omni", 2), family="omni")
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": example.question}]}], tokenize=False
+    )
+    before = old(text, add_special_tokens=False)["input_ids"]
+    assert vocabulary.extend(processor) == len(shapesworld.frame_labels()) - 16 + len(shapesworld.HARD_ANSWER_WORDS)
+    grown = processor.tokenizer
+    assert all(grown.get_vocab()[token] == index for token, index in old.get_vocab().items())
+    assert grown(text, add_special_tokens=False)["input_ids"] == before
+    assert vocabulary.extend(processor) == 0
+    processor.tokenizer = train_tokenizer(["a different corpus, so other merges"] * 4, 640)
+    with pytest.raises(ValueError, match="renumbers"):
+        vocabulary.extend(processor)
+
+
+def test_word_targets_mark_the_answer_words_only(twin):
+    example = shapesworld.sample(shapesworld.eval_seed(0, "omni", 0), family="omni", task="count_and_direction")
+    (item,) = batching.prepare(twin, [example])
+    pieces = [twin.tokenizer.decode([i]) for i in item.target_ids]
+    assert "".join(pieces[:-1]) == example.answer and pieces[-1] == "<|im_end|>"
+    assert item.word_targets == [any(c.isalnum() for c in piece) and piece != "<|im_end|>" for piece in pieces]
+    assert item.word_targets.count(True) == 2 and item.word_targets[-1] is False  # "3", " left"; not "," or the end
+
+
+def test_label_smoothing_applies_to_answer_words_and_spares_the_end_of_turn(twin, prepared):
+    from omni_lab.toy.training import answer_loss
+
+    with torch.no_grad():
+        batch = batching.build_batch(twin.model, prepared)
+        logits = batching.answer_logits(twin.model, batch)
+    exact = torch.nn.functional.cross_entropy(logits, batch.loss_targets, reduction="none")
+    smoothed = torch.nn.functional.cross_entropy(logits, batch.loss_targets, reduction="none", label_smoothing=0.1)
+    torch.testing.assert_close(answer_loss(logits, batch), exact.sum(), rtol=0, atol=1e-5)
+    words = batch.loss_words
+    assert words.any() and (~words).any()
+    end = twin.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert not words[batch.loss_targets == end].any()
+    expected = smoothed[words].sum() + exact[~words].sum()
+    torch.testing.assert_close(answer_loss(logits, batch, 0.1), expected, rtol=0, atol=1e-5)
+
+
+def test_the_card_lists_every_stage_with_its_command():
+    from omni_lab.toy.model_card import _training_section, stages
+
+    def stage(seed, recipe, init, previous):
+        settings = TrainSettings(seed=seed, steps=10, recipe=recipe, init_from=init, encoder_steps=0)
+        return {"settings": settings.__dict__, "wall_seconds": 60.0 * seed + 60, "final_loss": 0.1,
+                "examples_seen": 240, "previous": previous}  # fmt: skip
+
+    third = stage(2, "hard", "toy", stage(1, None, "toy", stage(0, None, None, None)))
+    assert [s["settings"]["seed"] for s in stages(third)] == [0, 1, 2]
+    section = "\n".join(_training_section(third))
+    assert "omni-lab train-toy --out STAGE1 --steps 10 --seed 0 --threads 2" in section
+    assert "--out STAGE2 --steps 10 --seed 1 --recipe continue --init STAGE1" in section
+    assert "--out DIR --steps 10 --seed 2 --recipe hard --init STAGE2" in section
+    assert "Stage 3, continued from stage 2" in section and "All 3 stages: 6.0 min" in section
+
+
+def test_event_read_outs_target_the_events_tokens_at_their_positions_in_the_reduced_sequence(twin):
+    """The hard tier's hidden-state read-outs (`event_supervision`): video tokens that show an event are labelled with
+    its colour and kind, audio tokens with the shape flashing in their window, and the loss reads the residual stream
+    after `HIDDEN_LAYER` at the kept tokens' positions (EVS-pruned ones have none), back-propagating into the LLM."""
+    from omni_lab.toy.event_supervision import HIDDEN_LAYER, EventHeads, event_targets, flash_now_targets
+    from omni_lab.toy.supervision import COLOUR_CLASSES, SHAPE_CLASSES
+
+    example = shapesworld.sample(shapesworld.eval_seed(0, "sync", 1), family="sync", task="beep_shape")
+    (item,) = batching.prepare(twin, [example])
+    truth = example.truth["events"]
+    rows, labels = event_targets(item.prompt, truth)
+    flagged = rows[labels["event_colour"] > 0]
+    assert len(flagged) and set(flagged) <= set(np.flatnonzero(truth.event_rows(item.prompt.token_map)))
+    assert {COLOUR_CLASSES[c] for c in labels["event_colour"][labels["event_colour"] > 0]} == {
+        event.shape.colour for event in truth.events
+    }
+    assert ((labels["event_colour"] > 0) == (labels["event_shape"] > 0)).all()
+    audio_rows, audio = flash_now_targets(item.prompt, truth)
+    token_map = item.prompt.token_map
+    for event in truth.events:
+        start, end = event.seconds
+        during = (token_map["t0"][audio_rows] < end - 0.04) & (token_map["t1"][audio_rows] > start + 0.04)
+        assert (audio["flash_now"][during] == SHAPE_CLASSES.index(event.shape.shape)).all() and during.any()
+    model = twin.model
+    batch = batching.build_batch(model, [item], [0.7])  # EVS prunes 70% of the video tokens
+    logits, hidden = batching.answer_logits_and_hidden(model, batch, HIDDEN_LAYER)
+    assert not model.language_model.model.layers[HIDDEN_LAYER]._forward_hooks
+    with torch.no_grad():
+        torch.testing.assert_close(logits, batching.answer_logits(model, batch), rtol=0, atol=1e-5)
+    keep = batch.keeps[0]
+    assert hidden.shape[1] >= int(keep.sum()) and not keep[rows].all()
+    heads = EventHeads(hidden.shape[-1])
+    loss = heads.loss([item], batch.keeps, hidden)
+    assert loss.item() > 0
+    loss.backward()
+    assert model.language_model.model.layers[0].mixer.in_proj.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)

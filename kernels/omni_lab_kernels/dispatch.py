@@ -167,7 +167,7 @@ def ssd_pooled_mass(
     x: torch.Tensor | None = None,
     normalize: bool | None = None,
     signed: bool = False,
-    chunk: int = 128,
+    chunk: int = 64,
     query_groups: torch.Tensor | None = None,
     num_query_groups: int | None = None,
     query_start: int = 0,

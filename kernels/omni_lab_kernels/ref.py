@@ -161,11 +161,10 @@ def segment_sum(log_decay: torch.Tensor) -> torch.Tensor:
         (..., T, T): [t, s] = Σ_{r=s+1..t} log_decay[r] for s <= t (0 on the diagonal), −inf above it.
     """
     steps = log_decay.shape[-1]
-    expanded = log_decay[..., None].expand(*log_decay.shape, steps)  # (..., T, T): [t, s] = log_decay[t]
     strictly_lower = torch.tril(torch.ones(steps, steps, dtype=torch.bool, device=log_decay.device), diagonal=-1)
-    sums = expanded.masked_fill(~strictly_lower, 0).cumsum(dim=-2)  # [t, s] = Σ_{s < r <= t}
-    lower = torch.tril(torch.ones(steps, steps, dtype=torch.bool, device=log_decay.device))
-    return sums.masked_fill(~lower, -math.inf)
+    sums = log_decay[..., None].expand(*log_decay.shape, steps).masked_fill(~strictly_lower, 0)  # [t, s] = ld[t]
+    sums.cumsum_(dim=-2)  # [t, s] = Σ_{s < r <= t}
+    return sums.masked_fill_(torch.ones_like(strictly_lower).triu_(1), -math.inf)
 
 
 def _exclusive_suffix_sum(log_decay: torch.Tensor) -> torch.Tensor:
@@ -174,42 +173,82 @@ def _exclusive_suffix_sum(log_decay: torch.Tensor) -> torch.Tensor:
     return F.pad(inclusive[..., 1:], (0, 1))
 
 
-def _pool_ssd_block(
-    C_block: torch.Tensor,
-    B_block: torch.Tensor,
-    exponent: torch.Tensor,
-    source_weight: torch.Tensor,
-    source_segments: torch.Tensor,
-    signed: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """α of one (query chunk, source chunk) block, pooled per source segment.
+def decay_factor(exponent: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """exp(exponent), with results below the dtype's smallest normal number flushed to exactly 0.
+
+    Decays underflow fast (a Mamba-2 head with a large Δ·A forgets in a few steps). Subnormal results carry nothing a
+    row of float32 masses can show and make CPU arithmetic on them many times slower, so they are 0 here, as on GPUs
+    (flush to zero). −inf (above the causal diagonal) gives 0 as well.
 
     Args:
-        C_block: (B, G, Tc, N) query-side projections.
-        B_block: (B, G, Sc, N) source-side projections.
-        exponent: (B, H, Tc, Sc) log decay from each source to each query (−inf where s > t).
-        source_weight: (B, H, Sc) Δ_s (times ‖x_s‖ for the value-weighted variant).
-        source_segments: (B, 1, Sc, S) one-hot segments of the sources.
-        signed: pool α instead of |α|.
+        exponent: (...) log decays (<= 0, or −inf).
+        inplace: overwrite `exponent` with the result.
 
     Returns:
-        ((B, H, Tc, S) pooled block, (B, H, Tc) Σ_s |α| of the block).
+        (...) decays in [0, 1].
     """
-    batch, groups, _, _ = C_block.shape
-    heads, queries, sources = exponent.shape[1:]
-    scores = C_block @ B_block.transpose(-1, -2)  # (B, G, Tc, Sc): C_t · B_s
-    decay = torch.exp(exponent) * source_weight[..., None, :]  # (B, H, Tc, Sc)
-    # Head h reads group h // (H // G): split the head axis into (G, H // G) and broadcast the scores over it.
-    alpha = scores[:, :, None] * decay.reshape(batch, groups, heads // groups, queries, sources)
-    alpha = alpha.reshape(batch, heads, queries, sources)  # (B, H, Tc, Sc)
-    magnitude = alpha.abs()
-    return (alpha if signed else magnitude) @ source_segments, magnitude.sum(-1)
+    log_tiny = math.log(torch.finfo(exponent.dtype).tiny)
+    if not inplace:
+        exponent = exponent.clone()
+    return exponent.masked_fill_(exponent < log_tiny, -math.inf).exp_()
 
 
-def _chunk_bounds(length: int, chunk: int, query_start: int) -> list[tuple[int, int]]:
-    """[start, end) chunks covering 0 .. length with query_start as a boundary (so query chunks are whole chunks)."""
-    starts = list(range(0, query_start, chunk)) + list(range(query_start, length, chunk))
-    return list(zip(starts, [*starts[1:], length], strict=True))
+def _count_alive(exponent: torch.Tensor, log_tiny: float) -> int:
+    """How many entries of the last axis, at most, hold a log decay that does not underflow (>= log_tiny)."""
+    return int((exponent >= log_tiny).sum(-1).max()) if exponent.numel() else 0
+
+
+def _pool_alpha(scores: torch.Tensor, weights: torch.Tensor, segments: torch.Tensor, signed: bool) -> torch.Tensor:
+    """Pool α = scores · weights per source segment, per head, with Σ_s |α| as the last column.
+
+    Args:
+        scores: (B, G, n, T, Sc) C_t · B_s of n blocks of T queries and Sc sources, one per group (overwritten).
+        weights: (B, H, n, T, Sc) the decays times Δ_s (>= 0), per head (overwritten with α or |α|); head h
+            reads group h // (H // G).
+        segments: (B, n, Sc, S + 1) one-hot segments of the sources and a last column of ones (zeros on padding).
+        signed: pool α instead of |α| (the last column stays Σ_s |α|).
+
+    Returns:
+        (B, H, n, T, S + 1).
+    """
+    batch, groups = scores.shape[:2]
+    heads = weights.shape[1]
+    per_group = heads // groups
+    weights = weights.reshape(batch, groups, per_group, *weights.shape[2:])  # (B, G, g, n, T or 1, Sc)
+    segments = segments[:, None, None]  # (B, 1, 1, n, Sc, S + 1)
+    alpha = weights.mul_(scores[:, :, None] if signed else scores.abs_()[:, :, None])  # (B, G, g, n, T, Sc)
+    pooled = alpha @ segments  # (B, G, g, n, T, S + 1); |α| = |C_t · B_s| · weight as weight >= 0
+    if signed:
+        pooled[..., -1] = alpha.abs_().sum(-1)
+    return pooled.reshape(batch, heads, *pooled.shape[3:])
+
+
+def _pool_source_weighted(
+    scores: torch.Tensor, source_weight: torch.Tensor, segments: torch.Tensor, signed: bool
+) -> torch.Tensor:
+    """`_pool_alpha` when the weight depends on the source only: one matrix product per group for all its heads.
+
+    Args:
+        scores: (B, G, n, T, Sc) (overwritten).
+        source_weight: (B, H, n, Sc) decayed weight of each source, per head (>= 0).
+        segments: (B, n, Sc, S + 1) as in `_pool_alpha`.
+        signed: as in `_pool_alpha`.
+
+    Returns:
+        (B, H, n, T, S + 1).
+    """
+    batch, groups, blocks, queries, sources = scores.shape
+    heads, columns = source_weight.shape[1], segments.shape[-1]
+    per_group = heads // groups
+    weighted = source_weight[..., None] * segments[:, None]  # (B, H, n, Sc, S + 1)
+    weighted = weighted.reshape(batch, groups, per_group, blocks, sources, columns).permute(0, 1, 3, 4, 2, 5)
+    weighted = weighted.reshape(batch, groups, blocks, sources, per_group * columns)  # (B, G, n, Sc, g (S + 1))
+    pooled = (scores if signed else scores.abs_()) @ weighted  # (B, G, n, T, g (S + 1))
+    pooled = pooled.reshape(batch, groups, blocks, queries, per_group, columns)
+    if signed:
+        totals = scores.abs_() @ weighted.reshape(batch, groups, blocks, sources, per_group, columns)[..., -1]
+        pooled[..., -1] = totals  # (B, G, n, T, g)
+    return pooled.permute(0, 1, 4, 2, 3, 5).reshape(batch, heads, blocks, queries, columns)
 
 
 def ssd_pooled_mass(
@@ -222,16 +261,25 @@ def ssd_pooled_mass(
     x: torch.Tensor | None = None,
     normalize: bool | None = None,
     signed: bool = False,
-    chunk: int = 128,
+    chunk: int = 64,
     query_groups: torch.Tensor | None = None,
     num_query_groups: int | None = None,
     query_start: int = 0,
-    source_block: int = 2048,
+    block_elements: int = 1 << 22,
 ) -> torch.Tensor:
-    """Mamba-2 effective attention α[t, s] pooled per source segment, chunk by chunk.
+    """Mamba-2 effective attention α[t, s] pooled per source segment, block by block.
 
     α[t, s] = (C_t · B_s) · exp(Σ_{r=s+1..t} Δ_r A) · Δ_s for s <= t, per head: the weight with which x_s enters
     y_t = Σ_s α[t, s] x_s + D x_t (the model's scan output before its gated norm).
+
+    The (query, source) triangle is cut into blocks that share one boundary point, as a divide-and-conquer scan
+    does: chunks of T positions on the diagonal (their decays from ``segment_sum``, as in ssd_minimal.py), then
+    squares of 1, 2, 4, ... chunks whose sources end where their queries begin, at position a. In a square the decay
+    splits into exp(Σ_{r=a..t}) for the query times exp(Σ_{r=s+1..a-1}) for the source, both <= 1 and each a sum
+    of steps (no difference of long cumulative sums), so its mass is one matrix product of |C_t · B_s| with
+    source-weighted one-hot segments, scaled per query. The squares of one size go in one batched product. Decays that
+    underflow are flushed to 0 (``decay_factor``), and a square keeps only the queries and sources whose factor does
+    not: a layer that forgets within a few steps costs O(L·T), one that remembers O(L²) (the triangle once).
 
     Args:
         dt: (B, L, H) step sizes Δ, already softplus(dt + dt_bias) (and clamped as the model does).
@@ -247,12 +295,12 @@ def ssd_pooled_mass(
         normalize: divide each query row by Σ_s |α[t, s]| so that unsigned rows sum to 1 (rows with no mass stay
             0). Default (None): True for unsigned mass, False for ``signed=True``.
         signed: pool α itself instead of |α|.
-        chunk: positions per chunk; memory per step is O(H · chunk²), plus the O(L · S) output.
+        chunk: positions per diagonal chunk T (work O(L · T · H) there).
         query_groups: optional (B, L - query_start) int64 group of each query in [0, Q), -1 = ignore the query.
         num_query_groups: Q (default: max group + 1).
         query_start: position of the first query; earlier positions are sources only (e.g. a prompt whose rows
             are already known, when only the generated tokens' rows are wanted).
-        source_block: earlier sources handled per matrix product (memory O(G · chunk · source_block)).
+        block_elements: the largest (query, source) temporary, in elements; larger blocks go in pieces.
 
     Returns:
         (B, H, L - query_start, S) float32 (float64 for float64 inputs); with ``query_groups`` (B, H, Q, S), the
@@ -260,97 +308,86 @@ def ssd_pooled_mass(
     """
     batch, length, heads = dt.shape
     groups = B.shape[2]
-    heads_per_group = heads // groups
     num_segments = count_ids(segment_ids, num_segments, "num_segments")
     normalize = (not signed) if normalize is None else normalize
     dtype = compute_dtype(dt)
+    queries = length - query_start
+    if query_groups is not None:
+        num_query_groups = count_ids(query_groups, num_query_groups, "num_query_groups")
+    if queries == 0 or num_segments == 0:
+        rows_out = queries if query_groups is None else num_query_groups
+        return dt.new_zeros(batch, heads, rows_out, num_segments, dtype=dtype)
+
+    # Positions on a grid of 2^k chunks: `front` zero positions first (query_start then starts a chunk), zeros after.
+    # A padded position has Δ = 0 (no decay, no weight) and B = C = 0, so it changes nothing.
+    front = (-query_start) % chunk
+    chunks = 1 << max(0, math.ceil(math.log2(math.ceil((front + length) / chunk))))
+    padded = chunks * chunk
+    first_query, end = front + query_start, front + length  # the query rows are first_query .. end - 1
+
+    def on_grid(values: torch.Tensor, offset: int) -> torch.Tensor:  # (B, n, ...) -> (B, padded, ...), zero-padded
+        padding = [0, 0] * (values.dim() - 2) + [offset, padded - offset - values.shape[1]]
+        return F.pad(values.to(dtype), padding)
 
     step = dt.to(dtype)  # (B, L, H)
-    log_decay = (step * A.to(dtype)).transpose(1, 2)  # (B, H, L): Δ_r A, the log of one step's decay
-    source_weight = step if x is None else step * x.to(dtype).norm(dim=-1)  # (B, L, H)
-    source_weight = source_weight.transpose(1, 2)  # (B, H, L)
-    B = B.to(dtype).transpose(1, 2)  # (B, G, L, N)
-    C = C.to(dtype).transpose(1, 2)  # (B, G, Lq, N)
-    source_segments = one_hot(segment_ids, num_segments, dtype)  # (B, L, S)
+    weight = step if x is None else step * x.to(dtype).norm(dim=-1)  # (B, L, H): Δ_s (· ‖x_s‖)
+    log_decay = on_grid(step * A.to(dtype), front).transpose(1, 2)  # (B, H, P): Δ_r A
+    weight = on_grid(weight, front).transpose(1, 2)  # (B, H, P)
+    B = on_grid(B, front).transpose(1, 2)  # (B, G, P, N)
+    C = on_grid(C, first_query).transpose(1, 2)  # (B, G, P, N), zero before the queries
+    segments = on_grid(F.pad(one_hot(segment_ids, num_segments, dtype), (0, 1), value=1.0), front)  # (B, P, S + 1)
+    log_tiny = math.log(torch.finfo(dtype).tiny)
+    pooled = log_decay.new_zeros(batch, heads, padded, num_segments + 1)  # (B, H, P, S + 1): Σ_s |α| last
 
-    queries = length - query_start
+    # Diagonal chunks: the decay from s to t inside a chunk, Σ_{r=s+1..t}, from the masked segment sum.
+    query_chunks = range(first_query // chunk, math.ceil(end / chunk))
+    per_step = max(1, block_elements // (batch * heads * chunk * chunk))
+    for c0 in range(query_chunks.start, query_chunks.stop, per_step):
+        c1 = min(c0 + per_step, query_chunks.stop)
+        span = slice(c0 * chunk, c1 * chunk)
+        in_chunks = lambda values, span=span, n=c1 - c0: values[:, :, span].unflatten(2, (n, chunk))  # noqa: E731
+        decay = decay_factor(segment_sum(in_chunks(log_decay)), inplace=True)  # (B, H, n, T, T), 0 above the diagonal
+        scores = in_chunks(C) @ in_chunks(B).transpose(-1, -2)  # (B, G, n, T, T): C_t · B_s
+        block = _pool_alpha(
+            scores, decay.mul_(in_chunks(weight)[..., None, :]), in_chunks(segments[:, None])[:, 0], signed
+        )
+        pooled[:, :, span] += block.flatten(2, 3)
+
+    # Squares of `size` positions: sources [a - size, a), queries [a, a + size), for a = size, 3 size, 5 size, ...
+    size = chunk
+    while size < padded:
+        as_pairs = lambda values, size=size: values.unflatten(2, (padded // (2 * size), 2, size))  # noqa: E731
+        # The squares whose queries reach the query rows; then, inside them, the queries and sources whose decay
+        # from the boundary does not underflow (a prefix of the queries, a suffix of the sources).
+        lo, hi = first_query // (2 * size), math.ceil(end / (2 * size))
+        pairs = as_pairs(log_decay)[:, :, lo:hi]  # (B, H, m, 2, size)
+        query_side = pairs[:, :, :, 1].cumsum(-1)  # (B, H, m, size): Σ_{r=a..t}
+        source_side = _exclusive_suffix_sum(pairs[:, :, :, 0])  # (B, H, m, size): Σ_{r=s+1..a-1}
+        rows = min(_count_alive(query_side, log_tiny), size, end - (2 * lo + 1) * size)  # padding rows stay out
+        sources = _count_alive(source_side, log_tiny)
+        if rows and sources:
+            query_scale = decay_factor(query_side[..., :rows], inplace=True)[..., None]  # (B, H, m, R, 1)
+            source_weight = decay_factor(source_side[..., size - sources :], inplace=True)
+            source_weight *= as_pairs(weight)[:, :, lo:hi, 0, size - sources :]  # (B, H, m, Sc)
+            source_B = as_pairs(B)[:, :, lo:hi, 0, size - sources :]  # (B, G, m, Sc, N)
+            source_segments = as_pairs(segments[:, None])[:, 0, lo:hi, 0, size - sources :]  # (B, m, Sc, S + 1)
+            out = as_pairs(pooled)[:, :, lo:hi, 1]  # (B, H, m, size, S + 1) view of the query rows
+            query_C = as_pairs(C)[:, :, lo:hi, 1]  # (B, G, m, size, N)
+            per_piece = max(1, block_elements // max(1, batch * groups * (hi - lo) * sources))
+            for r0 in range(0, rows, per_piece):
+                r1 = min(r0 + per_piece, rows)
+                scores = query_C[:, :, :, r0:r1] @ source_B.transpose(-1, -2)  # (B, G, m, r, Sc)
+                block = _pool_source_weighted(scores, source_weight, source_segments, signed)  # (B, H, m, r, S + 1)
+                out[:, :, :, r0:r1] += query_scale[:, :, :, r0:r1] * block
+        size *= 2
+
+    pooled = pooled[:, :, first_query:end]  # (B, H, Lq, S + 1)
+    pooled, total = pooled[..., :-1], pooled[..., -1]
+    if normalize:
+        pooled = pooled / torch.where(total > 0, total, 1.0)[..., None]  # (B, H, Lq, S)
     if query_groups is None:
-        out = step.new_zeros(batch, heads, queries, num_segments)  # (B, H, Lq, S)
-    else:
-        num_query_groups = count_ids(query_groups, num_query_groups, "num_query_groups")
-        out = step.new_zeros(batch, heads, num_query_groups, num_segments)  # (B, H, Q, S)
-
-    # `carried[s]` = exp(Σ_{r=s+1..t0-1} Δ_r A) Δ_s for every source before the current chunk start t0. Across chunks
-    # α[t, s] = (C_t · B_s) · exp(Σ_{r=t0..t} Δ_r A) · carried[s]: a query factor times a source factor, so an
-    # earlier chunk's mass is a matrix product of |C_t · B_s| with carried-weighted one-hot segments.
-    carried = step.new_zeros(batch, heads, 0)  # (B, H, t0)
-    for t0, t1 in _chunk_bounds(length, chunk, query_start):
-        chunk_log_decay = log_decay[:, :, t0:t1]  # (B, H, Tc)
-        if t0 >= query_start:
-            C_block = C[:, :, t0 - query_start : t1 - query_start]  # (B, G, Tc, N)
-            # Sources in the query's own chunk: decay Σ_{r=s+1..t} from the masked segment sum.
-            pooled, row_total = _pool_ssd_block(
-                C_block,
-                B[:, :, t0:t1],
-                segment_sum(chunk_log_decay),
-                source_weight[:, :, t0:t1],
-                source_segments[:, None, t0:t1],
-                signed,
-            )
-            query_scale = torch.exp(chunk_log_decay.cumsum(-1))  # (B, H, Tc): exp(Σ_{r=t0..t} Δ_r A)
-            for s0 in range(0, t0, source_block):
-                s1 = min(s0 + source_block, t0)
-                block, block_total = _pool_earlier_sources(
-                    C_block, B[:, :, s0:s1], carried[:, :, s0:s1], source_segments[:, s0:s1], heads_per_group, signed
-                )
-                pooled += query_scale[..., None] * block
-                row_total += query_scale * block_total
-            if normalize:
-                pooled = pooled / torch.where(row_total > 0, row_total, 1.0)[..., None]  # (B, H, Tc, S)
-            rows = slice(t0 - query_start, t1 - query_start)
-            if query_groups is None:
-                out[:, :, rows] = pooled
-            else:
-                out += sum_query_groups(pooled, query_groups[:, rows], num_query_groups)
-        # Move the reference point to t1: older sources decay by the whole chunk, the chunk's own join.
-        within = torch.exp(_exclusive_suffix_sum(chunk_log_decay)) * source_weight[:, :, t0:t1]  # (B, H, Tc)
-        carried = torch.cat([carried * torch.exp(chunk_log_decay.sum(-1))[..., None], within], dim=-1)
-    return out
-
-
-def _pool_earlier_sources(
-    C_block: torch.Tensor,
-    B_sources: torch.Tensor,
-    carried: torch.Tensor,
-    source_segments: torch.Tensor,
-    heads_per_group: int,
-    signed: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Σ_s |C_t · B_s| · carried[s] per source segment (the query factor is applied by the caller).
-
-    Args:
-        C_block: (B, G, Tc, N) query-side projections.
-        B_sources: (B, G, Sb, N) projections of earlier sources.
-        carried: (B, H, Sb) their decayed weights up to the query chunk's start.
-        source_segments: (B, Sb, S) one-hot segments of the sources.
-        heads_per_group: H // G.
-        signed: pool the signed scores instead of their magnitudes.
-
-    Returns:
-        ((B, H, Tc, S) pooled, (B, H, Tc) Σ_s |α| before the query factor).
-    """
-    batch, groups, queries, _ = C_block.shape
-    sources, segments = source_segments.shape[1:]
-    scores = C_block @ B_sources.transpose(-1, -2)  # (B, G, Tc, Sb)
-    magnitude = scores.abs()
-    weights = carried.reshape(batch, groups, heads_per_group, sources)  # (B, G, g, Sb)
-    weighted_segments = weights[..., None] * source_segments[:, None, None]  # (B, G, g, Sb, S)
-    weighted_segments = weighted_segments.transpose(2, 3).reshape(batch, groups, sources, heads_per_group * segments)
-    pooled = (scores if signed else magnitude) @ weighted_segments  # (B, G, Tc, g * S)
-    pooled = pooled.reshape(batch, groups, queries, heads_per_group, segments).transpose(2, 3)  # (B, G, g, Tc, S)
-    total = magnitude @ weights.transpose(-1, -2)  # (B, G, Tc, g)
-    heads = groups * heads_per_group
-    return pooled.reshape(batch, heads, queries, segments), total.transpose(-1, -2).reshape(batch, heads, queries)
+        return pooled.contiguous()
+    return sum_query_groups(pooled, query_groups, num_query_groups)
 
 
 # ----------------------------------------------------------------------------------------------------------------

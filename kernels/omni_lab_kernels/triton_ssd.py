@@ -120,7 +120,7 @@ def ssd_pooled_mass(
     x: torch.Tensor | None = None,
     normalize: bool | None = None,
     signed: bool = False,
-    chunk: int = 128,
+    chunk: int = 64,
 ) -> torch.Tensor:
     """Triton twin of ``kernels.ref.ssd_pooled_mass`` (same arguments, same result within float32 rounding).
 

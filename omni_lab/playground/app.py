@@ -91,7 +91,8 @@ def build_app(lab, settings: handlers.PlaygroundSettings | None = None) -> gr.Bl
                         choices=list(handlers.REDUCERS),
                         value="model",
                         info="model: the model's own EVS at its rate · none · video: evs, pixeldiff, uniform · "
-                        "image, video, audio: random, divprune · image, video: tome",
+                        "image, video, audio: random, divprune · image, video: tome, visionzip, downsample (a control) "
+                        "· inside the LLM (no routing or attention panels): pyramiddrop, sparsevlm",
                     )
                     rate = gr.Slider(
                         label="Rate (fraction of tokens dropped)",
@@ -162,7 +163,7 @@ def build_app(lab, settings: handlers.PlaygroundSettings | None = None) -> gr.Bl
 
 _API_DESCRIPTION = (
     "Answer a question about optional image, video and audio files. Arguments: question, image, video, audio "
-    "(handle_file(path) or None), reducer (model | none | evs | pixeldiff | random | uniform | divprune | tome), rate "
+    f"(handle_file(path) or None), reducer ({' | '.join(handlers.REDUCERS)}), rate "
     "(fraction of tokens dropped, 0-0.95), max_new_tokens, thinking (optional, default False). Returns: answer, stats "
     "(tokens per modality before/after reduction, timings, tokens per second), token-reduction map, expert routing "
     "and modality attention figures (plotly)."

@@ -27,7 +27,20 @@ from ..errors import OmniLabInputError, OmniLabModelError
 from ..modalities import MEDIA
 from .figures import figures
 
-REDUCERS = ("model", "none", "evs", "pixeldiff", "random", "uniform", "divprune", "tome", "visionzip", "downsample")
+REDUCERS = (
+    "model",
+    "none",
+    "evs",
+    "pixeldiff",
+    "random",
+    "uniform",
+    "divprune",
+    "tome",
+    "visionzip",
+    "pyramiddrop",
+    "sparsevlm",
+    "downsample",
+)
 REDUCER_HELP = {
     "model": "the model's own EVS video pruning at its configured rate (rate slider unused)",
     "none": "no reduction (rate slider unused)",
@@ -38,6 +51,10 @@ REDUCER_HELP = {
     "divprune": "DivPrune: keep a max-min diverse subset of image, video and audio tokens",
     "tome": "ToMe: merge similar image and video tokens",
     "visionzip": "VisionZip: keep the image and video tokens the vision encoder's CLS tokens attend to, merge the rest",
+    "pyramiddrop": "PyramidDrop: drop image and video tokens in stages inside the LLM, by the last instruction token's "
+    "attention (no routing or attention panels: captures cannot follow a sequence that shrinks mid-model)",
+    "sparsevlm": "SparseVLM: keep the image and video tokens the question's tokens attend to, inside the LLM, recycling "
+    "the pruned ones (no routing or attention panels, as PyramidDrop)",
     "downsample": "Downsample: smaller images and fewer video frames with the same token budget (a control)",
 }
 
@@ -79,8 +96,8 @@ def is_shapesworld_model(lab) -> bool:
 
 
 def default_settings(lab, **overrides) -> PlaygroundSettings:
-    """Settings that suit `lab`: ShapesWorld models see clips at their native 8 fps with a 16-frame budget (what they
-    were trained on); other models get NVIDIA's recipe, 1 fps and up to 128 frames.
+    """Settings that suit `lab`: ShapesWorld models see clips at their native 8 fps with a 64-frame budget (the hard
+    tier's longest clip, what they were trained on); other models get NVIDIA's recipe, 1 fps and up to 128 frames.
 
     Args:
         lab: the loaded `Lab`.
@@ -91,7 +108,7 @@ def default_settings(lab, **overrides) -> PlaygroundSettings:
     if is_shapesworld_model(lab):
         from ..toy import shapesworld
 
-        values = {"fps": shapesworld.VIDEO_FPS, "max_frames": shapesworld.VIDEO_FRAMES[1], "max_new_tokens": 64}
+        values = {"fps": shapesworld.VIDEO_FPS, "max_frames": shapesworld.MAX_VIDEO_FRAMES, "max_new_tokens": 64}
     else:
         values = {"fps": 1.0, "max_frames": 128}
     return PlaygroundSettings(**(values | overrides))
@@ -276,10 +293,14 @@ def run_stats(lab, run, first_token_s: float | None, request_s: float) -> dict:
     return first | summary  # the headline figures first, then the rest of the run's summary
 
 
-def captures() -> list:
-    """What every playground run captures: expert routing, and attention and Mamba mass of the answer's queries."""
+def captures(reducer=None) -> list:
+    """What a playground run captures: expert routing, and attention and Mamba mass of the answer's queries; nothing
+    with a reducer that drops tokens inside the LLM (`in_llm`: PyramidDrop, SparseVLM), whose shrinking sequence the
+    captures cannot follow (their panels then say so)."""
     from .. import capture
 
+    if getattr(reducer, "in_llm", False):
+        return []
     return ["routing", capture.attention_mass(queries="answer"), capture.mamba_mass(queries="answer")]
 
 
@@ -324,7 +345,7 @@ def ask(
         text = ""
         first_token_s = None
         run = None
-        stream = lab.stream(prompt, max_new_tokens=max_new_tokens, reducer=run_reducer, capture=captures())
+        stream = lab.stream(prompt, max_new_tokens=max_new_tokens, reducer=run_reducer, capture=captures(run_reducer))
         try:
             for item in stream:
                 if isinstance(item, Run):

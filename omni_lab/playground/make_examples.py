@@ -1,6 +1,7 @@
 """Regenerate the playground's example gallery: `python -m omni_lab.playground.make_examples [--out DIR]`.
 
-For every ShapesWorld task (image, video, audio, omni = video + audio, text) this draws held-out examples
+For every basic-tier ShapesWorld task (image, video, audio, omni = video + audio, text: what the default twin
+answers) this draws held-out examples
 (`shapesworld.eval_seed`, so none was seen in training), writes their media as the files a user would upload (PNG;
 H.264 MP4 at the clips' 8 fps; 16-bit FLAC at 16 kHz) and asks the toy twin about the files through the playground's
 own upload path (`handlers.build_prompt`, reducer "model"). The first draw of each task that the twin answers
@@ -111,7 +112,7 @@ def make_examples(out: Path, lab=None, max_draws: int = MAX_DRAWS) -> list[dict]
     entries = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        for family in shapesworld.FAMILIES:
+        for family in shapesworld.TIERS["basic"]:  # the default twin's tasks ("toy-hard" holds the hard tier)
             for task_index, task in enumerate(shapesworld.TASKS[family]):
                 name = f"{family}-{task.replace('_', '-')}"
                 for draw in range(max_draws):

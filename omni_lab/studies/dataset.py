@@ -1,7 +1,7 @@
 """`Dataset`: a study's inputs as plain data, so any process holding a lab can build the prompts itself.
 
 A row is a dict of JSON-able values: `text` with optional `images` (paths), `video` (a path), `audio` (a path),
-`system` and `reference`; or a ShapesWorld example (`seed`, `family`), whose media, question and answer are drawn
+`system` and `reference`; or a ShapesWorld example (`seed`, `family`, optionally `task`), whose media, question and answer are drawn
 from the seed on whichever process builds it. Every row has a stable `key` (given, or derived from the row's
 content), which studies write next to their rows so that a rerun skips what is already done. Rows never hold
 tensors: a `Dataset` of 10,000 videos is a list of paths, cheap to ship to Ray workers.
@@ -16,13 +16,15 @@ from pathlib import Path
 
 from ..errors import OmniLabInputError
 
-FIELDS = ("key", "text", "images", "video", "audio", "system", "reference", "seed", "family")
+FIELDS = ("key", "text", "images", "video", "audio", "system", "reference", "seed", "family", "task")
 
 
 def _row_key(row: dict) -> str:
-    """A stable key from a row's content: `shapesworld/{family}/{seed}`, else a hash of its fields."""
+    """A stable key from a row's content: `shapesworld/{family}/{seed}` (`.../{task}/{seed}` with a task), else a hash
+    of its fields."""
     if row.get("seed") is not None:
-        return f"shapesworld/{row['family']}/{row['seed']}"
+        task = f"{row['task']}/" if row.get("task") is not None else ""
+        return f"shapesworld/{row['family']}/{task}{row['seed']}"
     content = json.dumps({name: row.get(name) for name in FIELDS if name != "key"}, sort_keys=True)
     return "sha1/" + hashlib.sha1(content.encode()).hexdigest()[:16]
 
@@ -36,13 +38,20 @@ def _clean(record: dict, position: int, base: Path | None) -> dict:
         raise OmniLabInputError(f"dataset record {position} has unknown fields {unknown}; use only {FIELDS}")
     row = {name: record.get(name) for name in FIELDS}
     if row["seed"] is not None:
-        from ..toy.shapesworld import FAMILIES
+        from ..toy.shapesworld import FAMILIES, TASKS
 
         if row["family"] not in FAMILIES:
             raise OmniLabInputError(
                 f"dataset record {position}: a ShapesWorld row needs family= one of {FAMILIES}, got {row['family']!r}"
             )
+        if row["task"] is not None and row["task"] not in TASKS[row["family"]]:
+            raise OmniLabInputError(
+                f"dataset record {position}: task={row['task']!r} is not a {row['family']} task; choose from "
+                f"{TASKS[row['family']]} (or leave it out: the seed draws one)"
+            )
         row["seed"] = int(row["seed"])
+    elif row["task"] is not None:
+        raise OmniLabInputError(f"dataset record {position}: `task` names a ShapesWorld task; give it with `seed`")
     elif not isinstance(row["text"], str) or not row["text"].strip():
         raise OmniLabInputError(f"dataset record {position} needs a non-empty `text` (or a ShapesWorld `seed`)")
 
@@ -104,30 +113,36 @@ class Dataset:
         return cls(tuple(rows))
 
     @classmethod
-    def shapesworld(cls, n: int, families=("image", "video", "audio", "omni"), seed: int = 0) -> Dataset:
-        """`n` held-out ShapesWorld examples, families taken in turn (their question, media and answer).
+    def shapesworld(cls, n: int, families=("image", "video", "audio", "omni"), seed: int = 0, tasks=None) -> Dataset:
+        """`n` held-out ShapesWorld examples, families (or tasks) taken in turn (their question, media and answer).
 
         Args:
             n: number of rows.
-            families: ShapesWorld families to cycle through ("image", "video", "audio", "omni", "text").
+            families: ShapesWorld families to cycle through ("image", "video", "audio", "omni", "text", and the hard
+                tier's "events", "sync": `shapesworld.FAMILIES`); each seed draws its task.
             seed: evaluation run seed (0-999); rows use `shapesworld.eval_seed(seed, family, index)`.
+            tasks: instead of families, "family/task" names to cycle through ("events/flash_colour").
         Returns:
-            `Dataset` whose rows carry `seed` and `family`; the reference answer is the example's.
+            `Dataset` whose rows carry `seed`, `family` (and `task`); the reference answer is the example's.
         """
         from ..toy.shapesworld import FAMILIES, eval_seed
 
-        families = (families,) if isinstance(families, str) else tuple(families)
-        if not families or set(families) - set(FAMILIES):
-            raise OmniLabInputError(f"families={families!r}: choose from {FAMILIES}")
+        if tasks is not None:
+            tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
+            if not tasks or not all(isinstance(t, str) and t.count("/") == 1 for t in tasks):
+                raise OmniLabInputError(f"tasks={tasks!r}: give names such as 'events/flash_colour'")
+            turns = [tuple(name.split("/")) for name in tasks]
+        else:
+            families = (families,) if isinstance(families, str) else tuple(families)
+            if not families or set(families) - set(FAMILIES):
+                raise OmniLabInputError(f"families={families!r}: choose from {FAMILIES}")
+            turns = [(family, None) for family in families]
         if int(n) < 1:
             raise OmniLabInputError(f"n={n}: a dataset needs at least one row")
-        records = [
-            {
-                "seed": eval_seed(seed, families[i % len(families)], i // len(families)),
-                "family": families[i % len(families)],
-            }
-            for i in range(int(n))
-        ]
+        records = []
+        for i in range(int(n)):
+            family, task = turns[i % len(turns)]
+            records.append({"seed": eval_seed(seed, family, i // len(turns)), "family": family, "task": task})
         return cls.from_records(records)
 
     @classmethod
@@ -185,7 +200,7 @@ def build_prompt(lab, row: dict):
     if row.get("seed") is not None:
         from ..toy.shapesworld import sample
 
-        example = sample(row["seed"], row["family"])
+        example = sample(row["seed"], row["family"], task=row.get("task"))
         return example.prompt(lab, reference=row.get("reference") or example.answer)
     return lab.prompt(
         row["text"],

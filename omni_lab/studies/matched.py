@@ -80,9 +80,10 @@ class Arm:
 
 
 def arm_label(reducer) -> str:
-    """A short label: "EVS 0.7" (class name and rate), or the reducer's repr when it has no rate."""
+    """A short label: "EVS 0.7" (class name and rate to 3 significant digits: "UniformTemporal 0.667"), or the
+    reducer's repr when it has no rate."""
     rate = getattr(reducer, "rate", None)
-    return f"{type(reducer).__name__} {rate:g}" if isinstance(rate, (int, float)) else repr(reducer)
+    return f"{type(reducer).__name__} {rate:.3g}" if isinstance(rate, (int, float)) else repr(reducer)
 
 
 def plan_arms(reducers, rates, seed: int) -> list[Arm]:

@@ -23,11 +23,16 @@ from .shapesworld import Example
 
 @dataclass
 class PreparedExample:
-    """An example's prompt (from `lab.prompt`) and the ids it should produce: answer tokens then `<|im_end|>`."""
+    """An example's prompt (from `lab.prompt`) and the ids it should produce: answer tokens then `<|im_end|>`.
+
+    `word_targets[i]` says whether `target_ids[i]` spells part of a word or number of the answer (not punctuation,
+    not the end of turn): the targets a stage with label smoothing smooths.
+    """
 
     example: Example
     prompt: object
     target_ids: list[int]
+    word_targets: list[bool]
 
 
 @dataclass
@@ -38,7 +43,10 @@ class Batch:
         embeds: `(B, L, D)` merged embeddings, right-padded with zeros.
         lengths: `(B,)` real length of each row.
         loss_rows, loss_positions: `(N,)` the row and position whose logits predict `loss_targets` `(N,)`.
+        loss_words: `(N,)` bool, the targets that spell an answer word (`PreparedExample.word_targets`).
         kept_video_tokens: video tokens the LLM saw per example (after EVS augmentation), -1 without video.
+        keeps: each example's keep mask over its prompt's token-map rows (a kept row's position in the sequence is
+            `cumsum(keep) - 1` at that row).
         encoded: each example's post-projector media features (before any pruning), for auxiliary losses.
     """
 
@@ -47,7 +55,9 @@ class Batch:
     loss_rows: torch.Tensor
     loss_positions: torch.Tensor
     loss_targets: torch.Tensor
+    loss_words: torch.Tensor
     kept_video_tokens: list[int]
+    keeps: list
     encoded: list
 
 
@@ -58,7 +68,8 @@ def prepare(lab, examples: list[Example]) -> list[PreparedExample]:
     prepared = []
     for example in examples:
         answer_ids = tokenizer(example.answer, add_special_tokens=False)["input_ids"]
-        prepared.append(PreparedExample(example, example.prompt(lab), [*answer_ids, end_of_turn]))
+        words = [any(character.isalnum() for character in tokenizer.decode([i])) for i in answer_ids]
+        prepared.append(PreparedExample(example, example.prompt(lab), [*answer_ids, end_of_turn], [*words, False]))
     return prepared
 
 
@@ -127,7 +138,7 @@ def build_batch(model, prepared: list[PreparedExample], evs_rates: list[float] |
     """Merged prompt embeddings + teacher-forced answer embeddings, right-padded, with the loss positions."""
     embedding = model.get_input_embeddings()
     rows = []
-    loss_rows, loss_positions, loss_targets, kept_video = [], [], [], []
+    loss_rows, loss_positions, loss_targets, loss_words, kept_video = [], [], [], [], []
     encoded = encode_batch(model, [item.prompt for item in prepared])
     merged = merged_embeddings(model, prepared, evs_rates, encoded)
     for index, (item, (embeds, keep)) in enumerate(zip(prepared, merged, strict=True)):
@@ -135,10 +146,11 @@ def build_batch(model, prepared: list[PreparedExample], evs_rates: list[float] |
         sequence = torch.cat([embeds[0], embedding(answer)]) if len(answer) else embeds[0]
         rows.append(sequence)
         first = embeds.shape[1] - 1  # the last prompt position predicts the first answer token
-        for offset, target in enumerate(item.target_ids):
+        for offset, (target, word) in enumerate(zip(item.target_ids, item.word_targets, strict=True)):
             loss_rows.append(index)
             loss_positions.append(first + offset)
             loss_targets.append(target)
+            loss_words.append(word)
         video_rows = item.prompt.token_map.rows(modality="video")
         kept_video.append(int((keep & video_rows).sum()) if video_rows.any() else -1)
     lengths = torch.tensor([row.shape[0] for row in rows])
@@ -149,7 +161,9 @@ def build_batch(model, prepared: list[PreparedExample], evs_rates: list[float] |
         loss_rows=torch.tensor(loss_rows),
         loss_positions=torch.tensor(loss_positions),
         loss_targets=torch.tensor(loss_targets),
+        loss_words=torch.tensor(loss_words, dtype=torch.bool),
         kept_video_tokens=kept_video,
+        keeps=[keep for _, keep in merged],
         encoded=encoded,
     )
 
@@ -159,3 +173,16 @@ def answer_logits(model, batch: Batch) -> torch.Tensor:
     language_model = model.language_model
     hidden = language_model.model(inputs_embeds=batch.embeds).last_hidden_state  # (B, L, D)
     return language_model.lm_head(hidden[batch.loss_rows, batch.loss_positions])
+
+
+def answer_logits_and_hidden(model, batch: Batch, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`answer_logits` and the `(B, L, D)` residual stream after LLM layer `layer`, from the same forward (a forward
+    hook on that layer, removed before returning)."""
+    captured = []
+    block = model.language_model.model.layers[layer]
+    handle = block.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    try:
+        logits = answer_logits(model, batch)
+    finally:
+        handle.remove()
+    return logits, captured[0]

@@ -5,10 +5,13 @@ patches of 16 px, a 4 x 4 grid of merged tokens), so a shape's pixel box maps on
 Backgrounds are dark grey (levels 25-50 with +-25 of texture) so that colour always belongs to a shape and every shape
 is brighter than what it covers: where a shape arrives between two frames the pixels brighten, where it leaves they
 darken, whatever its colour. The texture (three gratings plus fixed noise) makes background tokens non-trivial while
-staying identical from frame to frame in a video.
+staying identical from frame to frame in a video. `ShapeTruth` records a shape as drawn; `place` and `choose` are the
+seeded draws every scene is built from.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +25,22 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (150, 55, 200),
 }
 SHAPES = ("circle", "square", "triangle")
+
+
+@dataclass(frozen=True)
+class ShapeTruth:
+    """A shape as drawn: its names and its pixel box `(x0, y0, x1, y1)` (x1, y1 exclusive)."""
+
+    colour: str
+    shape: str
+    box: tuple[int, int, int, int]
+
+
+def choose(rng: np.random.Generator, options, size: int | None = None):
+    """One of `options` drawn with `rng`, or `size` distinct ones (in random order) when `size` is given."""
+    if size is None:
+        return options[int(rng.integers(len(options)))]
+    return [options[i] for i in rng.permutation(len(options))[:size]]
 
 
 def shape_mask(shape: str, size: int) -> np.ndarray:

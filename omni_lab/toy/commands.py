@@ -32,7 +32,7 @@ def _check(condition: bool, message: str) -> None:
 
 def train_toy(args) -> int:
     """Train a twin into `args.out` (steps from --steps, else --minutes, else the shipped run's)."""
-    from .training import RECIPES, STEPS_PER_MINUTE, TrainSettings, train
+    from .training import CONTINUED_RECIPES, RECIPES, STEPS_PER_MINUTE, TrainSettings, train
 
     _check(
         args.seed is None or 0 <= args.seed < 100,
@@ -43,11 +43,13 @@ def train_toy(args) -> int:
     _check(args.threads >= 1, f"--threads {args.threads}: give at least 1")
     _check(args.eval_n >= 0, f"--eval-n {args.eval_n}: give 0 (skip the evaluation) or more")
     recipe = getattr(args, "recipe", "scratch")
+    _check(recipe in RECIPES, f"--recipe {recipe}: choose from {', '.join(RECIPES)}")
     chosen = {"seed": args.seed} if args.seed is not None else {}
-    settings = TrainSettings(**{**RECIPES[recipe], **chosen, "threads": args.threads})
+    settings = TrainSettings(**{**RECIPES[recipe], **chosen, "threads": args.threads, "recipe": recipe})
+    continued = " or ".join(f"--recipe {name}" for name in CONTINUED_RECIPES)
     _check(
-        (recipe == "continue") == bool(getattr(args, "init", None)),
-        "--recipe continue continues a checkpoint: give it as --init DIR (and --init only with --recipe continue)",
+        (recipe in CONTINUED_RECIPES) == bool(getattr(args, "init", None)),
+        f"{continued} continues a checkpoint: give it as --init DIR (and --init only with those recipes)",
     )
     settings.init_from = getattr(args, "init", None)
     if args.steps is not None:

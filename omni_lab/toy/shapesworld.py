@@ -11,12 +11,22 @@ Every example is a question with a short answer about media drawn from one integ
                                                   a video and a clip together; the answer needs both ("3, left")
     text   successor | opposite | repeat         text only, so the language model stays a language model
 
-Answers are one or two lowercase words ("red", "3", "none", "high, red"). Each example carries the ground truth it
-was drawn from (`ImageTruth`, `VideoTruth`, `AudioTruth`): every shape's pixel box, the moving target's box in every
-frame, the beep intervals in seconds, so studies can check which tokens the model relies on.
+The hard tier (`TIERS["hard"]`, events.py) asks about long, mostly still clips whose answer lies in brief events:
+
+    events flash_colour | flash_count | appeared_shape | flash_time
+                                                  32-64 frames at 8 fps; a still shape flashes another colour for
+                                                  1-3 frames, a shape appears for 2-3 frames
+    sync   beep_shape | beep_flash               the same clips with a beep on the clip's own clock: which shape
+                                                  flashes when the beep sounds, does anything flash then
+
+Answers are one or two lowercase words ("red", "3", "none", "high, red", "early"). Each example carries the ground
+truth it was drawn from (`ImageTruth`, `VideoTruth`, `AudioTruth`, `events.EventTruth`): every shape's pixel box, the
+moving target's box in every frame, the beep intervals in seconds, every event's frames, boxes and seconds, so studies
+can check which tokens the model relies on.
 
 Seeds: training draws example seeds below `EVAL_SEED_BASE` (`train_seed`), evaluation draws them from
-`EVAL_SEED_BASE` upward (`eval_seed`), so held-out examples never appear in training media.
+`EVAL_SEED_BASE` upward (`eval_seed`), so held-out examples never appear in training media. Families are numbered by
+their place in `FAMILIES`, where new ones are appended, so the basic tier's examples never change.
 """
 
 from __future__ import annotations
@@ -25,21 +35,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .canvas import COLOURS, SHAPES, SIZE, jittered_colour, paint, place, textured_background
+from . import events
+from .canvas import COLOURS, SHAPES, SIZE, ShapeTruth, choose, jittered_colour, paint, place, textured_background
 from .sounds import KINDS, MAX_BEEPS, PITCHES, SAMPLING_RATE, beep_track
 
-FAMILIES = ("image", "video", "audio", "omni", "text")
+# New families are appended: `eval_seed` numbers held-out examples by a family's index here.
+FAMILIES = ("image", "video", "audio", "omni", "text", *events.FAMILY_TASKS)
+TIERS = {"basic": FAMILIES[:5], "hard": tuple(events.FAMILY_TASKS)}
 TASKS: dict[str, tuple[str, ...]] = {
     "image": ("colour", "shape", "position", "count"),
     "video": ("direction", "moving_colour", "moving_shape", "any_motion"),
     "audio": ("beep_count", "pitch", "kind"),
     "omni": ("count_and_direction", "pitch_and_colour", "kind_and_shape"),
     "text": ("successor", "opposite", "repeat"),
+    **events.FAMILY_TASKS,
 }
 DIRECTIONS = ("left", "right", "up", "down", "none")
 POSITIONS = ("left", "right", "top", "bottom")
 VIDEO_FPS = 8.0
-VIDEO_FRAMES = (8, 16)  # inclusive range of frame counts
+VIDEO_FRAMES = (8, 16)  # inclusive range of frame counts (basic tier)
+MAX_VIDEO_FRAMES = max(VIDEO_FRAMES[1], events.EVENT_FRAMES[1])  # the longest clip of any tier
 MAX_SHAPES = 4
 EVAL_SEED_BASE = 1_000_000_000
 _STEP = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "none": (0, 0)}
@@ -70,15 +85,6 @@ def eval_seed(eval_run_seed: int, family: str, index: int) -> int:
     if not 0 <= eval_run_seed < 1000 or not 0 <= index < 10**5:
         raise ValueError(f"evaluation uses seeds 0-999 and at most 10**5 examples per family, got {eval_run_seed}")
     return EVAL_SEED_BASE + eval_run_seed * 10**6 + FAMILIES.index(family) * 10**5 + index
-
-
-@dataclass(frozen=True)
-class ShapeTruth:
-    """A shape as drawn: its names and its pixel box `(x0, y0, x1, y1)` (x1, y1 exclusive)."""
-
-    colour: str
-    shape: str
-    box: tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -114,17 +120,6 @@ class VideoTruth:
         )
 
 
-@dataclass(frozen=True)
-class AudioTruth:
-    """A clip's beeps `(start, end)` in seconds, their pitch ("high"/"low") and kind ("tone"/"noise")."""
-
-    beeps: tuple[tuple[float, float], ...]
-    pitch: str
-    kind: str
-    frequency: float
-    seconds: float
-
-
 @dataclass
 class Example:
     """One ShapesWorld example.
@@ -135,7 +130,8 @@ class Example:
         answer: the expected answer (exact match).
         media: keyword arguments for `lab.prompt`: `images=[PIL.Image]`, `video=VideoClip` (with fps),
             `audio=(waveform, 16000)`; empty for text.
-        truth: {"image": ImageTruth, "video": VideoTruth, "audio": AudioTruth} for the media present.
+        truth: {"image": ImageTruth, "video": VideoTruth, "audio": AudioTruth} for the media present; the hard
+            tier's clips have {"events": events.EventTruth} instead of "video".
         seed: the seed it was drawn from.
     """
 
@@ -174,13 +170,14 @@ def sample(seed: int, family: str | None = None, task: str | None = None) -> Exa
 
     Args:
         seed: any non-negative integer (see `train_seed` / `eval_seed` for the split convention).
-        family: one of `FAMILIES`, or None to draw it from the seed.
+        family: one of `FAMILIES`, or None to draw one of the basic tier's five from the seed (the hard tier is
+            asked for by name, so a seed drawn before it existed still gives the same example).
         task: one of `TASKS[family]`, or None to draw it from the seed.
     Returns:
         `Example`.
     """
     rng = np.random.default_rng(seed)
-    family = family or FAMILIES[int(rng.integers(len(FAMILIES)))]
+    family = family or TIERS["basic"][int(rng.integers(len(TIERS["basic"])))]
     if family not in TASKS:
         raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
     task = task or TASKS[family][int(rng.integers(len(TASKS[family])))]
@@ -188,15 +185,12 @@ def sample(seed: int, family: str | None = None, task: str | None = None) -> Exa
         raise ValueError(f"unknown {family} task {task!r}; choose from {TASKS[family]}")
     builder = {"image": _image_example, "video": _video_example, "audio": _audio_example}
     builder |= {"omni": _omni_example, "text": _text_example}
-    example = builder[family](rng, task)
+    if family in events.FAMILY_TASKS:
+        example = Example(family, task, *events.example(rng, family, task))
+    else:
+        example = builder[family](rng, task)
     example.seed = seed
     return example
-
-
-def _choice(rng: np.random.Generator, options, size: int | None = None):
-    if size is None:
-        return options[int(rng.integers(len(options)))]
-    return [options[i] for i in rng.permutation(len(options))[:size]]
 
 
 def _image_example(rng: np.random.Generator, task: str) -> Example:
@@ -204,9 +198,9 @@ def _image_example(rng: np.random.Generator, task: str) -> Example:
     from PIL import Image
 
     count = int(rng.integers(1, MAX_SHAPES + 1)) if task == "count" else 1
-    colours = _choice(rng, tuple(COLOURS), count)
-    shapes = [_choice(rng, SHAPES) for _ in range(count)]
-    position = _choice(rng, POSITIONS) if task == "position" else None
+    colours = choose(rng, tuple(COLOURS), count)
+    shapes = [choose(rng, SHAPES) for _ in range(count)]
+    position = choose(rng, POSITIONS) if task == "position" else None
     while True:
         pixels = textured_background(rng)
         drawn: list[ShapeTruth] = []
@@ -251,8 +245,8 @@ def _moving_scene(rng: np.random.Generator, direction: str):
     from ..media import VideoClip
 
     frames_count = int(rng.integers(VIDEO_FRAMES[0], VIDEO_FRAMES[1] + 1))
-    colours = _choice(rng, tuple(COLOURS), 3)
-    shapes = _choice(rng, SHAPES, 3)  # every shape in a clip is a different kind, so "the circle" is unique
+    colours = choose(rng, tuple(COLOURS), 3)
+    shapes = choose(rng, SHAPES, 3)  # every shape in a clip is a different kind, so "the circle" is unique
     distractor_count = int(rng.integers(1, 3))
     while True:
         size = int(rng.integers(20, 27))
@@ -295,11 +289,11 @@ def _moving_scene(rng: np.random.Generator, direction: str):
 
 def _video_example(rng: np.random.Generator, task: str) -> Example:
     if task == "any_motion":
-        direction = _choice(rng, DIRECTIONS[:4]) if rng.random() < 0.5 else "none"
+        direction = choose(rng, DIRECTIONS[:4]) if rng.random() < 0.5 else "none"
     elif task == "direction":
-        direction = _choice(rng, DIRECTIONS)
+        direction = choose(rng, DIRECTIONS)
     else:
-        direction = _choice(rng, DIRECTIONS[:4])
+        direction = choose(rng, DIRECTIONS[:4])
     clip, truth = _moving_scene(rng, direction)
     target = truth.target
     if task == "direction":
@@ -315,9 +309,8 @@ def _video_example(rng: np.random.Generator, task: str) -> Example:
 
 def _beeps(rng: np.random.Generator):
     count = int(rng.integers(1, MAX_BEEPS + 1))
-    track = beep_track(rng, count, _choice(rng, tuple(PITCHES)), _choice(rng, KINDS))
-    truth = AudioTruth(track.beeps, track.pitch, track.kind, track.frequency, track.seconds)
-    return (track.waveform, SAMPLING_RATE), truth
+    track = beep_track(rng, count, choose(rng, tuple(PITCHES)), choose(rng, KINDS))
+    return (track.waveform, SAMPLING_RATE), track.truth()
 
 
 def _audio_example(rng: np.random.Generator, task: str) -> Example:
@@ -332,7 +325,7 @@ def _audio_example(rng: np.random.Generator, task: str) -> Example:
 
 
 def _omni_example(rng: np.random.Generator, task: str) -> Example:
-    direction = _choice(rng, DIRECTIONS) if task == "count_and_direction" else _choice(rng, DIRECTIONS[:4])
+    direction = choose(rng, DIRECTIONS) if task == "count_and_direction" else choose(rng, DIRECTIONS[:4])
     clip, video = _moving_scene(rng, direction)
     audio, sound = _beeps(rng)
     target = video.target
@@ -354,23 +347,37 @@ def _text_example(rng: np.random.Generator, task: str) -> Example:
         number = int(rng.integers(0, 9))
         question, answer = f"What number comes after {number}?", str(number + 1)
     elif task == "opposite":
-        word = _choice(rng, tuple(OPPOSITES))
+        word = choose(rng, tuple(OPPOSITES))
         question, answer = f"What is the opposite of {word}?", OPPOSITES[word]
     else:
-        words = answer_words()
-        chosen = [_choice(rng, words) for _ in range(int(rng.integers(1, 4)))]
+        words = BASIC_ANSWER_WORDS
+        chosen = [choose(rng, words) for _ in range(int(rng.integers(1, 4)))]
         question, answer = f"Repeat: {' '.join(chosen)}", " ".join(chosen)
     return Example("text", task, question, answer)
 
 
+# The basic tier's answer words in the order its repeat questions draw them from, and the only words the BPE merges
+# (`corpus`) were learned with: the hard tier's words are added tokens (`added_tokens`), so neither the basic tier's
+# examples nor the ids the checkpoint's embeddings were trained on change.
+BASIC_ANSWER_WORDS = tuple(
+    dict.fromkeys(
+        tuple(COLOURS) + SHAPES + DIRECTIONS + POSITIONS + tuple(PITCHES) + KINDS + ("yes", "no") + NUMBER_WORDS
+    )
+)
+HARD_ANSWER_WORDS = events.TIMES  # "early", "middle", "late"; every other hard-tier answer is a basic word
+
+
 def answer_words() -> tuple[str, ...]:
     """Every word an answer can contain."""
-    words = tuple(COLOURS) + SHAPES + DIRECTIONS + POSITIONS + tuple(PITCHES) + KINDS + ("yes", "no")
-    return tuple(dict.fromkeys(words + NUMBER_WORDS))
+    return BASIC_ANSWER_WORDS + HARD_ANSWER_WORDS
 
 
 def corpus() -> list[str]:
-    """Lines covering every question template, answer and frame label ShapesWorld can produce (for the tokenizer)."""
+    """The text the twin's BPE merges are learned from: every basic-tier question template, answer and frame label.
+
+    Frozen with the basic tier: new merges would renumber the tokens the checkpoint was trained on. The hard tier's
+    question words take a few tokens each; its answer words and longer clips' frame labels are `added_tokens`.
+    """
     colours, shapes = tuple(COLOURS), SHAPES
     lines = ["How many shapes are there?", "Which shape is moving?", "Does anything move?"]
     lines += ["What colour is the moving shape?", "How many beeps are there?", "Is the sound high or low?"]
@@ -385,20 +392,32 @@ def corpus() -> list[str]:
             lines += [f"Repeat: {colour} {shape}"]
     lines += [f"What number comes after {n}?" for n in range(9)]
     lines += [f"What is the opposite of {word}?" for word in OPPOSITES]
-    for word in answer_words():
+    for word in BASIC_ANSWER_WORDS:
         lines += [word, f"{word}, {word}", f" {word}"] * 4
     lines += ["user", "assistant", "system", "You are a helpful assistant."]
-    return lines + frame_labels()
+    return lines + frame_labels(VIDEO_FRAMES[1])
 
 
-def frame_labels() -> list[str]:
-    """The processor's text label of every tubelet of a ShapesWorld clip (8 fps, up to 16 frames), as it writes them."""
+def frame_labels(max_frames: int = events.EVENT_FRAMES[1]) -> list[str]:
+    """The processor's text label of every tubelet of a ShapesWorld clip (8 fps, up to `max_frames` frames), as it
+    writes them: for each tubelet the two-frame label, then the one-frame label of a clip that ends on its first frame.
+    The default covers the hard tier's 64-frame clips; the first 16 labels (clips up to 16 frames) come first."""
     frame_ms = int(1000.0 / VIDEO_FPS)
     labels = []
-    for first in range(0, VIDEO_FRAMES[1], 2):
+    for first in range(0, max_frames, 2):
         t0, t1 = first * frame_ms / 1000.0, (first + 1) * frame_ms / 1000.0
         labels.append(
             f"Frame {first + 1} sampled at {t0:.2f} seconds and frame {first + 2} sampled at {t1:.2f} seconds: "
         )
         labels.append(f"Frame {first + 1} sampled at {t0:.2f} seconds: ")
     return labels
+
+
+def added_tokens() -> tuple[list[str], list[str]]:
+    """Whole-string tokens the twin's tokenizer appends after its BPE vocabulary, in id order.
+
+    Returns:
+        `(labels, words)`: every frame label of clips up to 64 frames (the basic tier's 16 first, so their ids never
+        move) and the hard tier's answer words (matched as single words only).
+    """
+    return frame_labels(), list(HARD_ANSWER_WORDS)

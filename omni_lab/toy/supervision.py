@@ -34,7 +34,7 @@ MOTION_CLASSES = ("still", *DIRECTIONS[:4])
 SOUND_CLASSES = ("silent", *(f"{pitch} {kind}" for pitch in PITCHES for kind in KINDS))
 
 
-def _covered_pixels(token_map, rows: np.ndarray, shape: str, box) -> np.ndarray:
+def covered_pixels(token_map, rows: np.ndarray, shape: str, box) -> np.ndarray:
     """For each of `rows`, how many pixels of the drawn shape (its mask at `box`) lie in the row's cell."""
     x0, y0, x1, y1 = (int(v) for v in box)
     canvas = np.zeros((max(y1, SIZE) + 1, max(x1, SIZE) + 1))
@@ -63,7 +63,7 @@ def image_targets(prompt, truth) -> dict[str, np.ndarray]:
     """{"colour", "shape", "row", "col", "start"}: class per image token of the prompt's first image."""
     token_map = prompt.token_map
     rows = np.flatnonzero(token_map.rows(modality="image", item=0))
-    covered = [(shape, _covered_pixels(token_map, rows, shape.shape, shape.box)) for shape in truth.shapes]
+    covered = [(shape, covered_pixels(token_map, rows, shape.shape, shape.box)) for shape in truth.shapes]
     colours, shapes = _dominant(len(rows), covered)
     start = np.zeros(len(rows), dtype=np.int64)
     for shape in truth.shapes:  # each shape's first cell (raster order) among the cells it dominates
@@ -86,9 +86,9 @@ def video_targets(prompt, truth) -> dict[str, np.ndarray]:
     for tubelet in np.unique(tubelets):
         members = rows[tubelets == tubelet]
         frames = list(token_map["frames"][members[0]])
-        still = [(shape, _covered_pixels(token_map, members, shape.shape, shape.box)) for shape in truth.distractors]
+        still = [(shape, covered_pixels(token_map, members, shape.shape, shape.box)) for shape in truth.distractors]
         target = np.max(
-            [_covered_pixels(token_map, members, truth.target.shape, truth.boxes[f]) for f in frames], axis=0
+            [covered_pixels(token_map, members, truth.target.shape, truth.boxes[f]) for f in frames], axis=0
         )
         colour, shape = _dominant(len(members), [*still, (truth.target, target)])
         colours[tubelets == tubelet], shapes[tubelets == tubelet] = colour, shape
@@ -181,7 +181,7 @@ class TokenHeads(torch.nn.Module):
             pairs = []
             if media.images:
                 pairs.append((media.images[0], image_targets(item.prompt, truth["image"])))
-            if media.videos:
+            if media.videos and "video" in truth:  # hard-tier clips ("events" truth) have no read-out targets
                 pairs.append((media.videos[0], video_targets(item.prompt, truth["video"])))
             if media.audios:
                 pairs.append((media.audios[0], audio_targets(item.prompt, truth["audio"])))

@@ -1,4 +1,4 @@
-"""Train the toy twin on ShapesWorld from scratch on a CPU; reproducible from the seed.
+"""Train the toy twin on ShapesWorld on a CPU, from scratch or continuing a checkpoint; reproducible from the seed.
 
 Recipe: first `encoder_steps` steps warm up the vision tower alone on the per-token read-outs (`pretrain_encoders`).
 Then every step draws a fixed mix of fresh examples per family (seeds `shapesworld.train_seed(seed, i)`, so a run never
@@ -12,6 +12,10 @@ expert load. The model starts from `architecture.initialise_for_training` and ru
 is configured, and the audio tower's BatchNorm keeps its running statistics), so the training forward is the inference
 forward. Two torch threads by default (a full step takes 0.83 s against 0.99 s with one on an idle 2-core machine);
 pass `--threads 1` when another process shares the cores, where two threads slow down many-fold.
+
+The shipped twin is three stages (`RECIPES`): "scratch" (the recipe above), "continue" (stage 2: repeat questions) and
+"hard" (stage 3: the hard tier of long, mostly still clips with brief events, with label smoothing so the twin's
+log-probabilities carry information); a continued stage records the stage it started from in its training.json.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 
 from . import batching, shapesworld
 from .architecture import TWIN, build_twin
+from .event_supervision import HIDDEN_LAYER, EventHeads
 from .supervision import TokenHeads
 
 # Main-phase steps per minute of the shipped run, encoder warm-up included (2 threads of an idle 2-core CPU: 2400
@@ -55,6 +60,12 @@ class TrainSettings:
     encoder_warmup: int = 100
     threads: int = 2
     init_from: str | None = None  # a checkpoint to continue from ("toy" or a directory); None: from scratch
+    label_smoothing: float = 0.0  # on the answer's word tokens (`batching.PreparedExample.word_targets`)
+    event_supervision: float = 0.0  # weight of the hard tier's hidden-state read-outs (`event_supervision.py`)
+    recipe: str | None = (
+        None  # the `RECIPES` entry these came from, for the card (None: scratch, or continue with init)
+    )
+    save_every: int = 0  # also save the model every this many steps into out/step-N (0: only at the end)
 
     @property
     def examples_per_step(self) -> int:
@@ -76,7 +87,38 @@ CONTINUE = dict(
     encoder_steps=0,
     token_supervision=0.0,
 )
-RECIPES = {"scratch": {}, "continue": CONTINUE}
+# Stage 3 of the shipped twin (`--recipe hard --init STAGE2`): the hard tier (shapesworld.TIERS["hard"]: long, mostly
+# still clips whose answer lies in 1-3 frames) learned on top of stage 2, fresh examples (run seed 2). Per step 14 hard
+# examples (2.5 per events task, 2 per sync task) and 10 of the basic tier, every family of it, so nothing is
+# forgotten; lr 7e-4 (stage 2: 3e-4), new circuits to learn in few steps. Label smoothing 0.05 on the answer's word tokens:
+# stages 1-2 left the twin near-certain on every task (log p(answer) within 0.001 of 0), which makes every ablation and
+# attribution a difference of float noise; with smoothing the best a confident answer can get is p = 0.95 (a logit
+# margin of about 9 nats over any other token), so log-probabilities fall where the evidence is weak or removed. 0.05
+# rather than the usual 0.1 keeps two-word answers (two smoothed tokens) near their accuracy: a confident "3, left" is
+# worth 0.90, not 0.81. The vocabulary grows by the 64-frame clips' frame labels and the three time words
+# (`vocabulary.extend`); EVS augmentation as before.
+HARD = dict(
+    seed=2,
+    steps=900,
+    lr=7e-4,
+    warmup=50,
+    mix={
+        "events": 10,
+        "sync": 4,
+        "image": 3,
+        "video": 2,
+        "audio": 1,
+        "omni": 2,
+        "text": 1,
+        "text/repeat": 1,
+    },
+    encoder_steps=0,
+    token_supervision=0.0,
+    label_smoothing=0.05,
+    event_supervision=1.0,
+)
+RECIPES = {"scratch": {}, "continue": CONTINUE, "hard": HARD}
+CONTINUED_RECIPES = ("continue", "hard")  # recipes that start from a checkpoint (`--init`)
 
 
 def learning_rate(step: int, settings: TrainSettings) -> float:
@@ -207,17 +249,27 @@ def train(
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng([settings.seed, 7])
-    previous = None
+    previous, appended = None, 0
     if settings.init_from:
         from ..lab import load as load_lab
+        from .vocabulary import extend
 
         lab = load_lab(settings.init_from, progress=False)
         previous = read_training_record(lab.source.path)
+        appended = extend(lab.processor, lab.model.get_input_embeddings().num_embeddings)
     else:
         lab = build_twin(seed=settings.seed, for_training=True)
+    before = None
+    if settings.init_from and evaluate_examples:  # the checkpoint it starts from, on the same held-out examples
+        from .model_card import evaluation_report
+
+        before = evaluation_report(lab, n=evaluate_examples, progress=progress, reduced=False)
     model = lab.model.eval()
     heads = TokenHeads(model.config.text_config.hidden_size, seed=settings.seed)
+    event_heads = EventHeads(model.config.text_config.hidden_size, seed=settings.seed)
     named = [*model.named_parameters(), *(("heads." + n, p) for n, p in heads.named_parameters())]
+    if settings.event_supervision:
+        named += [("event_heads." + n, p) for n, p in event_heads.named_parameters()]
     decay = [p for n, p in named if p.ndim >= 2 and "embeddings" not in n]
     no_decay = [p for n, p in named if not (p.ndim >= 2 and "embeddings" not in n)]
     optimizer = torch.optim.AdamW(
@@ -246,10 +298,19 @@ def train(
                     continue
                 batch = batching.build_batch(model, [prepared[i] for i in chosen], [rates[i] for i in chosen])
                 load.valid = _valid_positions(batch)
-                logits = batching.answer_logits(model, batch)
-                loss_sum = torch.nn.functional.cross_entropy(logits, batch.loss_targets, reduction="sum")
+                events = settings.event_supervision and family in shapesworld.TIERS["hard"]
+                if events:
+                    logits, hidden = batching.answer_logits_and_hidden(model, batch, HIDDEN_LAYER)
+                else:
+                    logits = batching.answer_logits(model, batch)
+                loss_sum = answer_loss(logits, batch, settings.label_smoothing)
                 family_losses[family] = loss_sum.item() / len(batch.loss_targets)
                 objective = loss_sum / settings.examples_per_step
+                if events:
+                    event_loss = event_heads.loss([prepared[i] for i in chosen], batch.keeps, hidden)
+                    family_losses[f"readouts_{family}"] = event_loss.item()
+                    weight = settings.event_supervision * len(chosen) / settings.examples_per_step
+                    objective = objective + weight * event_loss
                 if settings.token_supervision and family != "text":
                     token_loss = heads.loss([prepared[i] for i in chosen], batch.encoded)
                     family_losses[f"tokens_{family}"] = token_loss.item()
@@ -273,6 +334,8 @@ def train(
                 }
             )
             bar.set_postfix(loss=f"{np.mean([row['loss'] for row in curve[-20:]]):.3f}", refresh=False)
+            if settings.save_every and (step + 1) % settings.save_every == 0 and step + 1 < settings.steps:
+                save_checkpoint(lab, out / f"step-{step + 1}")
     finally:
         load.close()
         torch.set_num_threads(previous_threads)
@@ -286,29 +349,55 @@ def train(
         "final_loss": float(np.mean([row["loss"] for row in curve[-50:]])) if curve else float("nan"),
         "examples_seen": counter,
         "preset": TWIN.name,
+        "vocabulary_appended": appended,
         "previous": previous,
     }
     write_training_record(out, summary)
     if evaluate_examples:
         from ..lab import load as load_lab
-        from .model_card import evaluation_report, write_model_card
+        from .model_card import evaluation_report, write_evaluation, write_model_card
 
         shipped = load_lab(str(out), progress=False)
         summary["report"] = evaluation_report(shipped, n=evaluate_examples, progress=progress)
+        if before is not None:
+            summary["report"]["before"] = before
         summary["accuracy"] = summary["report"]["accuracy"]
+        write_evaluation(out, summary["report"])
         write_model_card(out, shipped, summary)
     return summary
+
+
+def answer_loss(logits: torch.Tensor, batch: batching.Batch, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed cross-entropy of the answer targets; word targets (`batch.loss_words`) with `label_smoothing` (the
+    target spread as 1 - eps on the answer token + eps uniformly over the vocabulary), punctuation and the end of turn
+    without, so a smoothed twin still stops where it should.
+
+    Args:
+        logits: `(N, vocab)` at the batch's loss positions (`batching.answer_logits`).
+        batch: the batch (targets and which of them are words).
+        label_smoothing: eps in [0, 1).
+    Returns:
+        scalar sum over the N targets.
+    """
+    exact = torch.nn.functional.cross_entropy(logits, batch.loss_targets, reduction="none")  # (N,)
+    if not label_smoothing:
+        return exact.sum()
+    smoothed = torch.nn.functional.cross_entropy(
+        logits, batch.loss_targets, reduction="none", label_smoothing=label_smoothing
+    )  # (N,)
+    return torch.where(batch.loss_words, smoothed, exact).sum()
 
 
 TRAINING_RECORD = "training.json"
 
 
 def write_training_record(out: Path, summary: dict) -> None:
-    """training.json: this run's settings, wall time and final loss, and the run it continued from (if any)."""
+    """training.json: this run's settings, wall time and final loss, and the run it continued from (if any); a "note"
+    (e.g. on what else shared the machine) is kept and printed in the card after the stage's wall time."""
     import json
 
-    record = {key: summary[key] for key in ("settings", "wall_seconds", "encoder_seconds", "final_loss",
-                                            "examples_seen", "previous")}  # fmt: skip
+    keys = ("settings", "wall_seconds", "encoder_seconds", "final_loss", "examples_seen", "vocabulary_appended", "note")
+    record = {key: summary[key] for key in keys if key in summary} | {"previous": summary["previous"]}
     (Path(out) / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
