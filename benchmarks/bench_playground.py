@@ -6,9 +6,14 @@ gradio_client:
    (median and spread over `--trials` requests, after one warm-up each); the server's own figure (request start to
    first token, from the stats) is printed beside it, so queue and transport overhead is visible;
 2. requests per minute sustained by `--clients` concurrent clients (10 by default), each cycling through the shipped
-   examples for `--requests-per-client` requests; every answer is checked against the example's known answer.
+   examples for `--requests-per-client` requests; every answer is checked against the example's known answer;
+3. compare mode (`/compare`, the default pair EVS 0.7 against RandomDrop at EVS's budget, on the video + audio
+   example): time from submit to arm A's first streamed token and to arm B's first streamed token (B runs after A
+   has finished), median over `--trials`, beside the server's own per-arm figure (each arm's start to its first
+   token: encoders + reducer + prefill + the first decode step).
 
     python benchmarks/bench_playground.py [--model toy] [--trials 10] [--clients 10] [--requests-per-client 3]
+    python benchmarks/bench_playground.py --only compare --trials 5       # compare mode alone
 
 The machine's load average is printed first: on a shared 2-core box the figures move with it.
 """
@@ -89,6 +94,43 @@ def measure_first_token(url: str, example, trials: int) -> dict:
     return {"client": client_s, "server": server_s}
 
 
+def compare_first_tokens(client, example) -> tuple[float, float, list[float], tuple[str, str]]:
+    """(seconds from submit to arm A's first streamed token, to arm B's first, the server's per-arm first_token_s,
+    the final answers). A skipped output reaches the client as {"__type__": "update"}, a streamed one as text."""
+    from gradio_client import handle_file
+
+    files = {kind: handle_file(path) for kind, path in example.media().items()}
+    arguments = [example.question, files.get("image"), files.get("video"), files.get("audio")]
+    started = time.perf_counter()
+    job = client.submit(*arguments, "evs", 0.7, "random-matched", 0.7, 16, api_name="/compare")
+    first = [None, None]
+    for output in job:
+        for arm in (0, 1):
+            if first[arm] is None and isinstance(output[arm], str) and output[arm]:
+                first[arm] = time.perf_counter() - started
+    answer_a, answer_b, _, comparison, *_ = job.result()
+    ended = time.perf_counter() - started
+    server = [arm["timings"]["first_token_s"] for arm in comparison["arms"]]
+    return first[0] or ended, first[1] or ended, server, (answer_a, answer_b)
+
+
+def measure_compare(url: str, example, trials: int) -> dict:
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    compare_first_tokens(client, example)  # warm-up
+    times = {"a": [], "b": [], "server_a": [], "server_b": []}
+    for _ in range(trials):
+        a, b, server, answers = compare_first_tokens(client, example)
+        if answers != (example.answer, example.answer):
+            raise AssertionError(f"{example.name}: answered {answers}, known answer {example.answer!r}")
+        times["a"].append(a)
+        times["b"].append(b)
+        times["server_a"].append(server[0])
+        times["server_b"].append(server[1])
+    return times
+
+
 def measure_throughput(url: str, examples, clients: int, per_client: int) -> tuple[float, int, float]:
     """(requests per minute, requests completed, wall seconds) with `clients` concurrent gradio_client clients."""
     from gradio_client import Client
@@ -134,7 +176,9 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--requests-per-client", type=int, default=3)
+    parser.add_argument("--only", choices=("ask", "throughput", "compare"), help="run one part alone")
     args = parser.parse_args()
+    parts = {args.only} if args.only else {"ask", "throughput", "compare"}
 
     from omni_lab.playground.examples import load_examples
 
@@ -145,15 +189,23 @@ def main() -> int:
     server = start_server(args.model, port)
     url = f"http://127.0.0.1:{port}/"
     try:
-        for name in ("image-colour", "omni-count-and-direction"):
+        for name in ("image-colour", "omni-count-and-direction") if "ask" in parts else ():
             times = measure_first_token(url, by_name[name], args.trials)
             print(f"first token, {name:<26} client {describe(times['client'])}")
             print(f"{'':<39} server {describe(times['server'])}")
-        rate, completed, elapsed = measure_throughput(url, examples, args.clients, args.requests_per_client)
-        print(
-            f"throughput: {rate:.1f} requests/min with {args.clients} concurrent clients "
-            f"({completed} requests in {elapsed:.1f} s, every answer = the known answer)"
-        )
+        if "throughput" in parts:
+            rate, completed, elapsed = measure_throughput(url, examples, args.clients, args.requests_per_client)
+            print(
+                f"throughput: {rate:.1f} requests/min with {args.clients} concurrent clients "
+                f"({completed} requests in {elapsed:.1f} s, every answer = the known answer)"
+            )
+        if "compare" in parts:
+            times = measure_compare(url, by_name["omni-count-and-direction"], args.trials)
+            print("compare mode, omni-count-and-direction, EVS 0.7 against RandomDrop at its budget:")
+            print(f"  first token of arm A, from submit (client) {describe(times['a'])}")
+            print(f"  first token of arm B, from submit (client) {describe(times['b'])}")
+            print(f"  arm A's own start to its first token (server) {describe(times['server_a'])}")
+            print(f"  arm B's own start to its first token (server) {describe(times['server_b'])}")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -1,13 +1,19 @@
 """The reducer table: every reducer at three rates on the toy twin's ShapesWorld families, beside equal-budget random
 and downsampling controls, with accuracy, agreement with the unreduced model, FLOPs and measured time.
 
-    python benchmarks/reducer_table.py [--n 16] [--families image,video,audio,omni,events,sync]
+    python benchmarks/reducer_table.py [--n 16] [--n-hard 8] [--families image,video,audio,omni,events,sync]
                                        [--rates 0.25,0.5,0.75] [--threads 1] [--out table.md] [--rows rows.parquet]
     python benchmarks/reducer_table.py --model nvidia/Nemotron-3-Nano-Omni-30B-A3B-Reasoning-BF16 --device cuda
 
-For each family (default: every family `omni_lab.toy.shapesworld.FAMILIES` holds that has media, so a harder tier
-appears as soon as it lands; text-only prompts give no reducer anything to act on) `--n` held-out examples
-(`shapesworld.eval_seed`, never trained on) run through `ol.studies.sweep` with every reducer acting on the family's
+Both ShapesWorld tiers (`shapesworld.TIERS`), each on the twin that learned it: the basic tier (image, video, audio,
+omni) on `--model` ("toy", stages 1-2), the hard tier (events, sync: 32-64-frame clips whose answer lies in brief
+events) on `--hard-model` (default "toy-hard", stage 3, when `--model` is "toy"; otherwise `--model` itself). Each
+tier gets its own table: pooling two checkpoints' accuracies into one row would mean nothing.
+
+For each family (default: every family `omni_lab.toy.shapesworld.FAMILIES` holds that has media, so a new family
+appears as soon as it lands; text-only prompts give no reducer anything to act on) `--n` held-out examples (`--n-hard`
+for the hard tier's longer clips) (`shapesworld.eval_seed`, never trained on) run through `ol.studies.sweep` with
+every reducer acting on the family's
 media: EVS, PixelDiff, UniformTemporal (video), RandomDrop, DivPrune (any medium), ToMe, VisionZip (image, video),
 AudioMerge (audio), and inside the LLM FastV (at the first attention layer), PyramidDrop and SparseVLM; each at the
 three rates, each paired by the sweep with `RandomDrop.matching` (exactly its budget) and `Downsample.matching`
@@ -127,8 +133,32 @@ def run_family(lab, family: str, n: int, rates, progress: bool):
     return frame
 
 
+def tier_of(family: str) -> str:
+    """The ShapesWorld tier ("basic", "hard") a family belongs to."""
+    from omni_lab.toy import shapesworld
+
+    return next((tier for tier, members in shapesworld.TIERS.items() if family in members), "basic")
+
+
+def hard_model(model: str, chosen: str | None) -> str:
+    """The checkpoint the hard tier runs on: `chosen`, else "toy-hard" beside the default twin, else `model`."""
+    return chosen or ("toy-hard" if model == "toy" else model)
+
+
+def tables(frame, models: dict) -> str:
+    """One markdown table per tier present in `frame` (titled with its checkpoint and families), then accuracy by
+    family."""
+    parts = []
+    for tier in dict.fromkeys(frame.tier):
+        rows = frame[frame.tier == tier]
+        families = ", ".join(dict.fromkeys(rows.family))
+        parts.append(f"{tier.capitalize()} tier ({families}) on {models.get(tier, '?')}:\n\n{table(rows.copy())}")
+    parts.append(f"Accuracy by family (pooled over reducers and rates):\n\n{by_family(frame)}")
+    return "\n\n".join(parts)
+
+
 def table(frame) -> str:
-    """The markdown table of all families' rows."""
+    """The markdown table of one tier's rows (all its families pooled)."""
     import numpy as np
 
     frame = without_idle_controls(frame)
@@ -243,7 +273,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="toy")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--n", type=int, default=16, help="held-out examples per family")
+    parser.add_argument("--n", type=int, default=16, help="held-out examples per basic-tier family")
+    parser.add_argument("--hard-model", default=None, help='the hard tier\'s checkpoint (default "toy-hard" for toy)')
+    parser.add_argument("--n-hard", type=int, default=8, help="held-out examples per hard-tier family (long clips)")
     parser.add_argument("--families", default=None, help="comma-separated; default every family with media")
     parser.add_argument("--rates", default=",".join(f"{rate:g}" for rate in RATES))
     parser.add_argument("--threads", type=int, default=1)
@@ -255,26 +287,36 @@ def main() -> None:
     if args.from_rows:
         frame = pd.read_parquet(args.from_rows)
         frame["control_for"] = frame.control_for.astype(object).where(frame.control_for.notna(), None)
-        print(f"{table(frame)}\n\nAccuracy by family (pooled over reducers and rates):\n\n{by_family(frame)}")
+        if "tier" not in frame:
+            frame["tier"] = frame.family.map(tier_of)
+        models = dict(zip(frame.tier, frame.model, strict=True)) if "model" in frame else {}
+        print(tables(frame, models))
         return
     torch.set_num_threads(args.threads)
     rates = tuple(float(rate) for rate in args.rates.split(","))
     families = args.families.split(",") if args.families else [f for f in shapesworld.FAMILIES if f != "text"]
 
-    lab = ol.load(args.model, device=args.device, progress=False)
+    models = {"basic": args.model, "hard": hard_model(args.model, args.hard_model)}
+    counts = {"basic": args.n, "hard": args.n_hard}
+    labs: dict = {}
     started = time.perf_counter()
     frames = []
     for family in families:
-        frame = run_family(lab, family, args.n, rates, progress=True)
+        tier = tier_of(family)
+        if models[tier] not in labs:
+            labs[models[tier]] = ol.load(models[tier], device=args.device, progress=False)
+        frame = run_family(labs[models[tier]], family, counts[tier], rates, progress=True)
         if frame is not None:
+            frame["tier"], frame["model"] = tier, models[tier]
             frames.append(frame)
-            print(f"{family}: {len(frame)} rows, {time.perf_counter() - started:.0f} s", flush=True)
+            print(f"{family} ({models[tier]}): {len(frame)} rows, {time.perf_counter() - started:.0f} s", flush=True)
     frame = pd.concat(frames, ignore_index=True)
     header = (
-        f"{args.model}, {args.n} held-out prompts per family ({', '.join(families)}), rates {args.rates}; "
-        f"{time.perf_counter() - started:.0f} s on {torch.get_num_threads()} thread(s)"
+        f"{args.n} held-out prompts per basic-tier family, {args.n_hard} per hard-tier family "
+        f"({', '.join(families)}), rates {args.rates}; {time.perf_counter() - started:.0f} s on "
+        f"{torch.get_num_threads()} thread(s)"
     )
-    text = f"{header}\n\n{table(frame)}\n\nAccuracy by family (pooled over reducers and rates):\n\n{by_family(frame)}"
+    text = f"{header}\n\n{tables(frame, models)}"
     if not args.no_full:
         text += "\n\n" + full_architecture_estimate()
     print(text)

@@ -4,6 +4,7 @@ omni-lab info random:full --device meta        # architecture, parameter counts,
 omni-lab run --demo                             # the toy twin on a held-out ShapesWorld video + audio question
 omni-lab run random:small --demo                # image + video + audio in one prompt, synthetic media
 omni-lab run PATH --text "..." --image a.png --video clip.mp4 --audio beeps.wav [--json]
+omni-lab run PATH --text "..." --video clip.mp4 --video-audio    # the video and its own sound track
 omni-lab playground                             # the Gradio playground on the toy twin: http://127.0.0.1:7860
 omni-lab notebooks [DIR]                        # copy the explore notebooks into DIR, open JupyterLab there
 """
@@ -34,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--text", default="", help="the question")
     run.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     run.add_argument("--video", default=None, help="video file")
+    run.add_argument(
+        "--video-audio",
+        action="store_true",
+        help="also give the model the video file's own sound track (one audio clip right after the video, trimmed "
+        "to its span), as vLLM's use_audio_in_video does",
+    )
     run.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
     run.add_argument(
         "--demo",
@@ -309,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             thinking=args.thinking,
             fps=args.fps,
             max_frames=args.max_frames,
+            video_audio=args.video_audio,
         )
         run = lab.run(prompt, max_new_tokens=args.max_new_tokens, reducer=None if args.no_reduction else "model")
     except (OmniLabInputError, OmniLabModelError) as error:

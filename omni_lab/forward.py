@@ -473,8 +473,14 @@ def decode(
     eos_ids: set[int],
     settings,
     keep_logits: bool = False,
+    thinking_budget: int | None = None,
+    think_end_id: int | None = None,
 ):
     """Prefill on `embeds` `(1, L, D)`, then decode token by token with the hybrid cache, yielding each `Step`.
+
+    With `thinking_budget` (a prompt that opened its answer with `<think>`), a reasoning still open after that many
+    tokens is closed: `think_end_id` is the next token whatever the model chose (its logits are still the model's),
+    and decoding goes on to the answer.
 
     `settings` is the run's `RunOptions` (greedy or sampling, and the seed). Each step carries its own times (the consumer's time between steps is not counted) and the last one says why
     decoding stopped (`Step.stop`). Nothing is yielded when `max_new_tokens` is 0.
@@ -485,9 +491,13 @@ def decode(
     with timed(times, "prefill_s", device):
         output = language_model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
     cache, next_logits = output.cache, output.logits[0, -1]
+    reasoning_open = thinking_budget is not None
     for index in range(max_new_tokens):
         with timed(times, "decode_s", device):
             token = choose_token(next_logits, settings, generator)
+            if reasoning_open and index >= thinking_budget:
+                token = think_end_id  # the budget is spent: close the reasoning; the answer follows
+            reasoning_open = reasoning_open and token != think_end_id
             logits = next_logits.float().cpu() if keep_logits else None
         stop = "eos" if token in eos_ids else "max_new_tokens" if index + 1 == max_new_tokens else None
         yield Step(index, token, logits, times.pop("prefill_s", 0.0), times.pop("decode_s"), stop)

@@ -157,6 +157,7 @@ class Lab:
         fps: float | None = 1.0,
         max_frames: int = 128,
         reference: str | None = None,
+        video_audio: bool = False,
     ) -> Prompt:
         """Build a prompt with the model's own chat template and processor.
 
@@ -169,6 +170,10 @@ class Lab:
             thinking: open the answer with `<think>` (reasoning on) instead of `<think></think>`.
             fps, max_frames: frame sampling for video files.
             reference: the expected answer, when known (studies score runs against it).
+            video_audio: also give the model the video file's own sound track, as the release's serving stacks do
+                (vLLM's `use_audio_in_video`): one audio clip right after the video, before any `audio=` clips,
+                trimmed to the video's span, its token-map seconds on the video's clock (a track that starts late
+                starts late there too). Needs one video file with an audio stream (`media.load_video_audio`).
         Returns:
             `Prompt` with the processor's tensors and the token map.
         """
@@ -180,6 +185,58 @@ class Lab:
             video=video,
             audio=audio,
             system=system,
+            thinking=thinking,
+            fps=fps,
+            max_frames=max_frames,
+            reference=reference,
+            video_audio=video_audio,
+        )
+
+    def chat(
+        self,
+        messages,
+        thinking: bool = False,
+        *,
+        fps: float | None = 1.0,
+        max_frames: int = 128,
+        reference: str | None = None,
+    ) -> Prompt:
+        """Build a prompt of several turns with the model's own chat template and processor (`conversation.py`).
+
+            p = lab.chat([
+                {"role": "user", "content": [{"type": "image", "image": "a.png"}, {"type": "text", "text": "Colour?"}]},
+                {"role": "assistant", "content": "red"},
+                {"role": "user", "content": [{"type": "audio", "audio": "beeps.wav"}, {"type": "text", "text": "How many?"}]},
+            ])
+
+        Args:
+            messages: transformers' chat format: an optional {"role": "system", "content": str} first, then user and
+                assistant messages in turn, a user message last. Content is a string or a list of parts
+                {"type": "text", "text": ...}, {"type": "image", "image": ...}, {"type": "video", "video": ...},
+                {"type": "audio", "audio": ...} (one item each, anything `prompt` takes; media in user messages only),
+                kept in the order given. Assistant messages are past answers (`run.answer`).
+            thinking: open the answer with `<think>` (reasoning on) instead of `<think></think>`.
+            fps, max_frames: frame sampling for video files.
+            reference: the expected answer to the last message, when known.
+        Returns:
+            `Prompt` like `prompt`'s: every turn's media in `images` / `videos` / `audios` (reducers act on them
+            all), `turns` set, the token map's `turn` column giving each row's turn; `text` is the last question.
+        Raises:
+            OmniLabInputError: malformed messages (named by index), bad media, too long for the context; more than one
+                user turn for a model trained on single questions (a ShapesWorld twin).
+        """
+        from .conversation import build_chat, single_turn_reason
+
+        reason = single_turn_reason(self.source)
+        users = (
+            sum(isinstance(m, dict) and m.get("role") == "user" for m in messages) if isinstance(messages, list) else 0
+        )
+        if reason is not None and users > 1:
+            raise OmniLabInputError(f"a conversation of {users} user turns: {reason}")
+        return build_chat(
+            self.processor,
+            self.context_length,
+            messages,
             thinking=thinking,
             fps=fps,
             max_frames=max_frames,
@@ -396,6 +453,7 @@ class Lab:
         session = CaptureSession(
             self.model, run_prompt, {}, interventions=self._expand(interventions, reducer), in_llm=in_llm
         )
+        session.refuse_with_in_llm()
         with self._lock, torch.inference_mode(), session.installed():
             prepared = forward.prepare(self.model, run_prompt, reducers, encoded, session)
             session.set_token_map(prepared.token_map)
@@ -553,13 +611,7 @@ class Lab:
             in_llm=in_llm,
             tokenizer=self.tokenizer,
         )
-        if in_llm is not None and (
-            session.captures or any(name.startswith("llm.") for name in [*session.cache_names, *session.patches])
-        ):
-            raise OmniLabInputError(
-                f"{in_llm!r} shortens the sequence inside the LLM, and captures / LLM interventions index the full "
-                "sequence's positions: run them without the in-LLM reducer"
-            )
+        session.refuse_with_in_llm()
         gradient = [name for name in session.captures if name.startswith("grad:")]
         if gradient:
             raise OmniLabInputError(
@@ -595,6 +647,7 @@ class Lab:
                     self.eos_token_ids,
                     options,
                     keep_logits=options.return_logits,
+                    **self._thinking_budget(prompt, options),
                 )
                 text_so_far = ""
                 for step in steps:
@@ -637,6 +690,15 @@ class Lab:
             ledger=build_ledger(asked, reducers, token_map, self.processor, config=self.config, llm_stages=stages),
             options=options,
         )
+
+    def _thinking_budget(self, prompt, options: RunOptions) -> dict:
+        """`forward.decode`'s reasoning budget for this run: none unless the prompt thinks and a budget was given."""
+        if options.thinking_budget is None or not prompt.thinking:
+            return {}
+        think_end = self.tokenizer.convert_tokens_to_ids("</think>")
+        if think_end is None or think_end == self.tokenizer.unk_token_id:
+            raise OmniLabModelError(f"{self.source.spec}'s tokenizer has no </think> token: it cannot close reasoning")
+        return {"thinking_budget": options.thinking_budget, "think_end_id": int(think_end)}
 
     def _expand(self, interventions, reducer="model") -> list | None:
         """The interventions with each `ol.patch_from(...)` turned into its patches (its source run here, with

@@ -37,6 +37,10 @@ class RunOptions:
         cache_device, cache_dtype: where cached tensors go ("cpu") and their dtype (e.g. torch.float16).
         capture_budget: bytes the captures may take (default `omni_lab.capture.BUDGET_BYTES`, 8 GiB); past it the run
             is refused with the estimate before anything runs.
+        thinking_budget: the most reasoning tokens of a thinking prompt (`thinking=True`): when the model has not
+            closed its reasoning after this many tokens, `</think>` is written as the next token and the answer
+            follows (the release's client-side reasoning budget; it counts within `max_new_tokens`). None: no
+            budget. Prompts without thinking are not affected.
     """
 
     max_new_tokens: int = 32
@@ -53,6 +57,7 @@ class RunOptions:
     cache_device: object = "cpu"
     cache_dtype: object = None
     capture_budget: int | None = None
+    thinking_budget: int | None = None
 
     def __post_init__(self):
         check = object.__setattr__
@@ -66,6 +71,9 @@ class RunOptions:
         check(self, "return_logits", validate.flag("return_logits", self.return_logits))
         if self.capture_budget is not None:
             check(self, "capture_budget", validate.number("capture_budget", self.capture_budget, low=1, integer=True))
+        if self.thinking_budget is not None:
+            budget = validate.number("thinking_budget", self.thinking_budget, low=0, integer=True, allow_none=True)
+            check(self, "thinking_budget", budget)
         if isinstance(self.interventions, (list, tuple)):
             check(self, "interventions", tuple(self.interventions))
 

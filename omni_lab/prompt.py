@@ -1,7 +1,9 @@
 """Multimodal prompts: the model's own chat template and processor, with user text kept as text.
 
 `build_prompt` decodes the media (media.py), writes one user turn whose content lists the images, the videos, the
-audio clips and then the text (the order the released processor uses), and hands it to the processor's
+audio clips and then the text (the order the released processor uses; with `video_audio=True` the video file's own
+sound track is the first clip, one audio block right after the video's, as vLLM's `use_audio_in_video` places it),
+and hands it to the processor's
 `apply_chat_template(..., sanitize_control_tokens=True)`. That transformers mechanism encodes any control token the
 user typed ("<image>", "<so_embedding>", "<|im_end|>") as plain text, so typed text never becomes a placeholder or
 ends a turn. The processor expands each media placeholder (`<img>` + `<image>`xN + `</img>` per image and per video
@@ -31,6 +33,8 @@ class Prompt:
             `input_features`, `input_features_mask`), torch tensors with batch size 1.
         token_map: one row per prompt token.
         reference: the expected answer, when known (studies score runs against it).
+        turns: for a conversation (`lab.chat`), its messages as rendered (`conversation.Turn`: role and parts, each
+            media part naming its index in `images` / `videos` / `audios`); empty for a single-turn `lab.prompt`.
     """
 
     text: str
@@ -42,6 +46,7 @@ class Prompt:
     inputs: dict = field(default_factory=dict)
     token_map: TokenMap | None = None
     reference: str | None = None
+    turns: tuple = ()
 
     @property
     def input_ids(self):
@@ -96,6 +101,7 @@ def build_prompt(
     fps: float | None = 1.0,
     max_frames: int = 128,
     reference: str | None = None,
+    video_audio: bool = False,
 ) -> Prompt:
     """Decode media and build the token sequence with the model's own processor; see `Lab.prompt`."""
     text = validate.text("text", "" if text is None else text)
@@ -104,9 +110,11 @@ def build_prompt(
     fps = validate.number("fps", fps, low=0, low_open=True, allow_none=True, fix="pass frames per second, e.g. 1")
     max_frames = validate.number("max_frames", max_frames, low=1, high=media.LIMITS.max_frames, integer=True)
     audio_seconds = _audio_seconds_that_fit(processor, context_length)
+    tracks = _video_tracks(_videos(video), validate.flag("video_audio", video_audio), audio_seconds)
     images = [media.load_image(image) for image in _as_list(images)]
     videos = [media.load_video(v, fps=fps, max_frames=max_frames) for v in _videos(video)]
-    audios = [media.load_audio(clip, max_seconds=audio_seconds) for clip in _audios(audio)]
+    # the track is the audio block right after its video's block (images, video, its track, then other clips)
+    audios = tracks + [media.load_audio(clip, max_seconds=audio_seconds) for clip in _audios(audio)]
     if not text.strip() and not (images or videos or audios):
         raise OmniLabInputError("the prompt is empty: give some text, or an image, video or audio clip to ask about")
 
@@ -117,6 +125,33 @@ def build_prompt(
         content.append({"type": "text", "text": text})
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
 
+    inputs = render_messages(processor, messages, videos, thinking, what="prompt")
+    token_map = _lay_out(processor, inputs, images, videos, audios)
+    length = int(inputs["input_ids"].shape[1])
+    if length > context_length:
+        counts = token_map.counts()
+        raise OmniLabInputError(
+            f"the prompt is {length} tokens ({', '.join(f'{k} {v}' for k, v in counts.items())}), longer than the "
+            f"model's {context_length}-token context. Shorten the text, use fewer or smaller images, fewer video "
+            f"frames (fps=, max_frames=) or shorter audio."
+        )
+    return Prompt(text, system, bool(thinking), images, videos, audios, inputs, token_map, reference)
+
+
+def render_messages(processor, messages: list[dict], videos: list, thinking: bool, *, what: str) -> dict:
+    """The processor's tensors for chat `messages` (the release's template, typed control tokens kept as text).
+
+    Args:
+        processor: the model's processor.
+        messages: transformers' chat messages, media already decoded (videos as frames).
+        videos: the decoded `VideoClip`s in prompt order (their timestamps label the frames).
+        thinking: open the answer with `<think>`.
+        what: "prompt" or "conversation", for the error message.
+    Returns:
+        dict of `(1, L)` tensors without `attention_mask`.
+    Raises:
+        OmniLabInputError: the processor rejected the media.
+    """
     processor_kwargs = {}
     if videos:
         from transformers.video_utils import VideoMetadata
@@ -135,20 +170,10 @@ def build_prompt(
             processor_kwargs=processor_kwargs,
         )
     except ValueError as error:
-        raise OmniLabInputError(f"the processor rejected this prompt's media: {error}") from None
+        raise OmniLabInputError(f"the processor rejected this {what}'s media: {error}") from None
     inputs = dict(inputs)
     inputs.pop("attention_mask", None)  # batch of one, nothing padded
-
-    token_map = _lay_out(processor, inputs, images, videos, audios)
-    length = int(inputs["input_ids"].shape[1])
-    if length > context_length:
-        counts = token_map.counts()
-        raise OmniLabInputError(
-            f"the prompt is {length} tokens ({', '.join(f'{k} {v}' for k, v in counts.items())}), longer than the "
-            f"model's {context_length}-token context. Shorten the text, use fewer or smaller images, fewer video "
-            f"frames (fps=, max_frames=) or shorter audio."
-        )
-    return Prompt(text, system, bool(thinking), images, videos, audios, inputs, token_map, reference)
+    return inputs
 
 
 def _metadata(VideoMetadata, clip: media.VideoClip):
@@ -163,13 +188,27 @@ def _metadata(VideoMetadata, clip: media.VideoClip):
     )
 
 
+def _video_tracks(videos: list, video_audio: bool, max_seconds: float) -> list:
+    """The sound track of the prompt's one video file when `video_audio` (decoded before the video, its length
+    checked from the headers before either is decoded); [] otherwise."""
+    if not video_audio:
+        return []
+    if len(videos) != 1:
+        raise OmniLabInputError(
+            f"video_audio=True takes the sound of one video file, and this prompt has {len(videos)} videos; give "
+            "exactly one video=, or pass the sound of the others as audio= clips"
+        )
+    return [media.load_video_audio(videos[0], max_seconds=max_seconds)]
+
+
 def _audio_seconds_that_fit(processor, context_length: int) -> float:
     """Seconds of audio whose tokens fill the context (the clip is refused past this, before it is decoded)."""
     per_second = processor._estimate_audio_num_embeddings(media.SAMPLING_RATE * 10) / 10
     return context_length / max(per_second, 1e-9) + 1.0
 
 
-def _lay_out(processor, inputs: dict, images, videos, audios) -> TokenMap:
+def _lay_out(processor, inputs: dict, images, videos, audios, order=None, turns=None) -> TokenMap:
+    """The token map of the processor's output; `order` and `turns` as in `build_token_map` (a conversation's)."""
     tokenizer = processor.tokenizer
     merge = round(1 / processor.image_processor.downsample_ratio)
     patch = processor.image_processor.patch_size
@@ -197,7 +236,8 @@ def _lay_out(processor, inputs: dict, images, videos, audios) -> TokenMap:
                 )
             )
     audio_layouts = [
-        AudioLayout(processor._estimate_audio_num_embeddings(len(clip.waveform)), clip.seconds) for clip in audios
+        AudioLayout(processor._estimate_audio_num_embeddings(len(clip.waveform)), clip.seconds, clip.start)
+        for clip in audios
     ]
     ids = inputs["input_ids"][0].tolist()
     special_ids = set(tokenizer.all_special_ids) | {
@@ -211,6 +251,8 @@ def _lay_out(processor, inputs: dict, images, videos, audios) -> TokenMap:
         image_layouts,
         video_layouts,
         audio_layouts,
+        order=order,
+        turns=turns,
     )
 
 

@@ -273,9 +273,17 @@ def _build_random(config, device: str, dtype: torch.dtype, seed: int):
     if str(device) == "meta":
         with torch.device("meta"):
             return NemotronH_Omni_Reasoning_V3(config).to(dtype).eval()
-    with torch.random.fork_rng(devices=[]):
+    target = torch.device(device)
+    if target.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = NemotronH_Omni_Reasoning_V3(config)
+        return model.to(device=device, dtype=dtype).eval()
+    # An accelerator: initialise there, in the target dtype, so "random:full" (33B parameters) never needs 132 GB
+    # of float32 on the host. Its random stream is the device's, so the weights differ from the CPU build's.
+    with torch.random.fork_rng(devices=[target], device_type=target.type), torch.device(target):
         torch.manual_seed(seed)
-        model = NemotronH_Omni_Reasoning_V3(config)
+        model = NemotronH_Omni_Reasoning_V3._from_config(config, dtype=dtype)
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -14,10 +14,14 @@ One row per token of the prompt *before* any reducer (a pruned token keeps its r
     tubelet      tubelet index within the video
     frames       source frame indices the tubelet packs (tuple)
     t0, t1       seconds: the tubelet's first and last frame times (video); [start, end) of the 80 ms window (audio)
+                 (from the clip's start: a video's own sound track counts on the video's clock)
     kept         the LLM saw this token
     score        the reducer's score for it (NaN when no reducer scored it)
     merged_into  row it was merged into by a merging reducer (-1 otherwise)
     dropped_at_layer  LLM layer after which an in-LLM reducer (FastV) dropped it (-1 otherwise)
+    turn         the conversation turn (0-based) the row belongs to: turn k is the k-th user message and the assistant
+                 reply that follows it (`lab.chat`); a system message belongs to turn 0, the answer being generated
+                 to the last turn. A single-turn prompt (`lab.prompt`) is turn 0 throughout.
 
 The map is plain data (numpy columns; `.df` builds a pandas DataFrame on demand) and knows nothing of the model.
 `build_token_map` lays the rows out from the input ids and a geometric description of each media item.
@@ -35,7 +39,7 @@ import numpy as np
 from .modalities import MODALITIES
 
 STATUSES = ("kept", "merged", "pruned")
-_INT_COLUMNS = ("position", "item", "token_id", "row", "col", "tubelet", "merged_into", "dropped_at_layer")
+_INT_COLUMNS = ("position", "item", "token_id", "row", "col", "tubelet", "merged_into", "dropped_at_layer", "turn")
 _FLOAT_COLUMNS = ("x0", "y0", "x1", "y1", "t0", "t1", "score")
 COLUMNS = (
     "position",
@@ -58,6 +62,7 @@ COLUMNS = (
     "score",
     "merged_into",
     "dropped_at_layer",
+    "turn",
 )
 AUDIO_SECONDS_PER_TOKEN = 0.08  # 10 ms mel hop x 8x subsampling
 
@@ -92,10 +97,12 @@ class VideoLayout:
 
 @dataclass(frozen=True)
 class AudioLayout:
-    """One audio clip: its token count and duration in seconds."""
+    """One audio clip: its token count, duration in seconds and where it starts (seconds on the clock of the video
+    whose sound track it is; 0 for a clip of its own)."""
 
     tokens: int
     seconds: float
+    start: float = 0.0
 
 
 class TokenMap:
@@ -313,6 +320,7 @@ class TokenMap:
         added["position"][:] = np.arange(start, start + count)
         added["modality"][:] = "generated"
         added["item"][:] = 0
+        added["turn"][:] = int(self._columns["turn"].max()) if len(self) else 0  # the answer to the last turn
         added["token_id"][:] = np.asarray(token_ids, dtype=np.int64)
         added["text"][:] = list(texts)
         columns = {name: np.concatenate([self._columns[name], added[name]]) for name in COLUMNS}
@@ -331,6 +339,7 @@ def _empty_columns(count: int) -> dict[str, np.ndarray]:
     columns["frames"][:] = [()] * count
     columns["special"] = np.zeros(count, dtype=bool)
     columns["kept"] = np.ones(count, dtype=bool)
+    columns["turn"][:] = 0  # one turn unless the rows say otherwise
     return columns
 
 
@@ -353,12 +362,15 @@ def build_token_map(
     images: list[ImageLayout],
     videos: list[VideoLayout],
     audios: list[AudioLayout],
+    order: list[tuple[str, int]] | None = None,
+    turns: np.ndarray | None = None,
 ) -> TokenMap:
     """Lay out the rows of a prompt.
 
-    The processor writes media in the order images, videos, audios; each image is one run of `image` placeholder
-    ids, each video one run per tubelet (the same id), each audio clip one run of `audio` ids. Runs are consumed
-    in that order, so the i-th image run is image i and the next `tubelets` runs are video 0's tubelets.
+    Each image is one run of `image` placeholder ids, each video one run per tubelet (the same id), each audio clip
+    one run of `audio` ids. Runs are consumed in the media's prompt order (`order`; by default images, then videos,
+    then audios, the order of one `lab.prompt` turn), so with the default the i-th image run is image i and the next
+    `tubelets` runs are video 0's tubelets.
 
     Args:
         input_ids: `(L,)` ids of the prompt.
@@ -366,6 +378,9 @@ def build_token_map(
         special_ids: ids of control tokens.
         media_token_ids: {"image": id, "audio": id} of the placeholders (video uses the image id).
         images, videos, audios: the geometry of each item, in prompt order.
+        order: `(modality, item)` of every media item in the order the prompt holds them (a conversation interleaves
+            images and videos across turns); default images, videos, audios.
+        turns: the conversation turn of each row (`L` ints); default 0 for every row.
     Returns:
         `TokenMap` with one row per prompt token, all kept, positions 0..L-1.
     Raises:
@@ -387,10 +402,11 @@ def build_token_map(
             f"prompt has {len(visual_runs)} visual and {len(audio_runs)} audio placeholder runs, but the media "
             f"describe {expected_visual} and {len(audios)}"
         )
-    run_index = 0
+    if turns is not None:
+        columns["turn"][:] = np.asarray(turns, dtype=np.int64)
+    first_run = _first_visual_runs(order, images, videos)
     for item, image in enumerate(images):
-        start, stop = visual_runs[run_index]
-        run_index += 1
+        start, stop = visual_runs[first_run[("image", item)]]
         _check_run(stop - start, image.rows * image.cols, f"image {item}")
         _fill_grid(
             columns, slice(start, stop), "image", item, image.rows, image.cols, image.original_size, image.resized_size
@@ -398,8 +414,7 @@ def build_token_map(
     for item, video in enumerate(videos):
         real_frames = len(video.frame_indices)
         for tubelet in range(video.tubelets):
-            start, stop = visual_runs[run_index]
-            run_index += 1
+            start, stop = visual_runs[first_run[("video", item)] + tubelet]
             _check_run(stop - start, video.rows * video.cols, f"video {item} tubelet {tubelet}")
             span = slice(start, stop)
             _fill_grid(columns, span, "video", item, video.rows, video.cols, video.original_size, video.resized_size)
@@ -418,13 +433,28 @@ def build_token_map(
         columns["modality"][span] = "audio"
         columns["item"][span] = item
         offsets = np.arange(stop - start) * AUDIO_SECONDS_PER_TOKEN
-        columns["t0"][span] = np.minimum(offsets, audio.seconds)
-        columns["t1"][span] = np.minimum(offsets + AUDIO_SECONDS_PER_TOKEN, audio.seconds)
+        columns["t0"][span] = audio.start + np.minimum(offsets, audio.seconds)
+        columns["t1"][span] = audio.start + np.minimum(offsets + AUDIO_SECONDS_PER_TOKEN, audio.seconds)
 
     text = columns["modality"] == "text"
     span_index = np.cumsum(text & ~np.concatenate([[False], text[:-1]])) - 1  # count of text-run starts so far
     columns["item"][text] = span_index[text]
     return TokenMap(columns)
+
+
+def _first_visual_runs(order, images, videos) -> dict[tuple[str, int], int]:
+    """{(modality, item): index of its first `image`-id run} for the images and videos in prompt order."""
+    visual = [("image", i) for i in range(len(images))] + [("video", i) for i in range(len(videos))]
+    if order is None:
+        order = visual
+    order = [(modality, int(item)) for modality, item in order if modality != "audio"]
+    if sorted(order) != sorted(visual):
+        raise ValueError(f"order {order} does not list each of the {len(images)} images and {len(videos)} videos once")
+    first, run = {}, 0
+    for modality, item in order:
+        first[(modality, item)] = run
+        run += 1 if modality == "image" else videos[item].tubelets
+    return first
 
 
 def _fill_grid(columns, span, modality, item, rows, cols, original, resized):

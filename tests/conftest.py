@@ -8,7 +8,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (the README's test command runs one worker per core) each worker gets its share of the cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 # One headless Chromium for the whole session, shared by every browser test (Playwright's sync API allows one at a
 # time per thread, so each test module must not define its own).
@@ -45,12 +47,29 @@ def twin_lab():
     return ol.load("toy")
 
 
+# pytest-xdist (`--dist loadgroup` in pyproject.toml) keeps each test module on one worker, so its module fixtures
+# (servers, the Ray cluster) start once. The modules that start Ray and the ones that start Jupyter kernels share one
+# group, so they never run at once: in three full-suite runs that had them on two workers at the same time, the Ray
+# study and the JupyterLab test hung (Ray restarting workers, the page's renderer spinning), while either alone, or
+# both modules in one run, passed. Ports picked free and then bound (Ray's, the kernels' ZMQ ports) are the suspect.
+SERIAL_GROUP = "ray-and-jupyter-kernels"
+SERIAL_MODULES = {"test_cluster.py", "test_notebooks.py", "test_widgets_browser.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.name
+        item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP if module in SERIAL_MODULES else module))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if a process the tests started (JupyterLab, a kernel, Gradio, Chromium, Ray...) outlives them.
 
     Runs after every fixture is torn down. Processes get a grace period to exit; the ones still alive are named,
     then terminated so the run cannot hang on them."""
+    if session.config.pluginmanager.hasplugin("dsession"):  # xdist's controller: its children are the workers,
+        return  # each of which runs this check on the processes its own tests started
     try:
         import psutil
     except ImportError:  # the check needs psutil (in the test extra); without it the suite still runs

@@ -73,8 +73,8 @@ def test_fastv_refuses_non_attention_layers_and_captures(small_lab):
     prompt = small_lab.prompt("?", images=[synth.image_array(64, 64)])
     with pytest.raises(OmniLabInputError, match="not an attention layer"):
         small_lab.run(prompt, max_new_tokens=1, reducer=FastV(2, 0.5))
-    with pytest.raises(OmniLabInputError, match="inside the LLM"):
-        small_lab.run(prompt, max_new_tokens=1, reducer=FastV(3, 0.5), capture=["routing"])
+    with pytest.raises(OmniLabInputError, match="inside the LLM"):  # cached LLM points index the full sequence
+        small_lab.run(prompt, max_new_tokens=1, reducer=FastV(3, 0.5), cache=["llm.layers.4.moe.out"])
     combined = small_lab.run(
         prompt, max_new_tokens=1, reducer={"image": ol.reducers.RandomDrop(0.5), "llm": FastV(3, 0.5)}
     )

@@ -157,10 +157,9 @@ def test_reducers_change_the_token_counts_as_their_budgets_say(twin_lab, setting
 
 
 @pytest.mark.parametrize("name", ["pyramiddrop", "sparsevlm"])
-def test_a_reducer_inside_the_llm_answers_as_the_lab_does_and_its_panels_say_why_they_are_empty(
-    twin_lab, settings, name
-):
+def test_a_reducer_inside_the_llm_answers_as_the_lab_does_and_its_panels_follow_the_drops(twin_lab, settings, name):
     from omni_lab import reducers
+    from omni_lab.presets import layers
 
     example = next(example for example in EXAMPLES if example.name == "video-moving-colour")
     *_, (answer, stats, reduction, routing, attention) = ask_all(
@@ -170,9 +169,15 @@ def test_a_reducer_inside_the_llm_answers_as_the_lab_does_and_its_panels_say_why
     expected = twin_lab.run(prompt, max_new_tokens=4, reducer=reducers.at_rate(name, 0.5))
     assert answer == expected.answer and stats["reducers"] == {"llm": repr(reducers.at_rate(name, 0.5))}
     assert stats["prefill_flops_saved_fraction"] == round(expected.to_dict()["flops"]["saved_share"], 4) > 0
-    for figure in (routing, attention):
-        assert "inside the LLM" in figure.layout.annotations[0].text and not figure.data
-    assert reduction.data  # the token-reduction map is still drawn
+    assert reduction.data and routing.data and attention.data  # every panel is drawn
+    # the routing strip has a gap exactly where a token had left the sequence before that MoE layer
+    strip = np.asarray(next(trace for trace in routing.data if trace.name == "top expert").z, dtype=float)
+    dropped = np.full(strip.shape[1], -1)
+    at_layer = expected.token_map.by_position("dropped_at_layer")[: strip.shape[1]]
+    dropped[: len(at_layer)] = at_layer
+    moe = [info.index for info in layers(twin_lab.model) if info.kind == "moe"]
+    gaps = np.array([(dropped >= 0) & (dropped < layer) for layer in moe])
+    assert gaps.any() and np.array_equal(np.isnan(strip), gaps)
 
 
 # ------------------------------------------------------------------------------------------------- bad requests
@@ -300,13 +305,17 @@ def test_build_app_has_one_public_ask_endpoint_serialised_on_the_model(twin_lab)
     app = build_app(twin_lab)
     assert isinstance(app, gr.Blocks) and not app.is_running
     endpoints = app.get_api_info()["named_endpoints"]
-    assert list(endpoints) == ["/ask"]
+    assert list(endpoints)[:2] == ["/ask", "/compare"]  # /compare: tests/test_playground_compare.py
     names = [parameter["parameter_name"] for parameter in endpoints["/ask"]["parameters"]]
-    assert names == ["question", "image", "video", "audio", "reducer", "rate", "max_new_tokens", "thinking"]
-    assert endpoints["/ask"]["parameters"][-1]["parameter_default"] is False  # thinking may be left out
+    assert names == [
+        "question", "image", "video", "audio", "reducer", "rate", "max_new_tokens", "thinking", "video_audio"
+    ]  # fmt: skip
+    defaults = [parameter.get("parameter_default") for parameter in endpoints["/ask"]["parameters"][-2:]]
+    assert defaults == [False, True]  # thinking and video_audio may be left out (older 7- and 8-argument calls)
     assert len(endpoints["/ask"]["returns"]) == 5
     model_events = [fn for fn in app.fns.values() if fn.concurrency_id == "model"]
-    assert len(model_events) == 2 and all(fn.concurrency_limit == 1 for fn in model_events)
+    assert {"ask", "compare"} <= {fn.api_name for fn in model_events}  # one group for every event using the model
+    assert all(fn.concurrency_limit == 1 for fn in model_events)
     assert app._queue.max_size == handlers.default_settings(twin_lab).queue_size
 
 

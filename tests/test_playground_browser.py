@@ -42,7 +42,9 @@ def test_upload_ask_see_the_answer_and_panels_then_a_corrupt_upload_errors_and_t
     console_errors = []
     page.on("pageerror", lambda error: console_errors.append(str(error)))
     try:
-        page.goto(playground_url, wait_until="networkidle", timeout=60_000)
+        # "load", not "networkidle": the app's session state (gr.State) keeps gradio's heartbeat request open
+        page.goto(playground_url, wait_until="load", timeout=60_000)
+        page.locator("#question textarea").wait_for(timeout=60_000)
         _ask(page, example.image, example.question)
         answer = page.locator("#answer textarea")
         expect(answer).to_have_value(example.answer, timeout=120_000)

@@ -280,7 +280,7 @@ def test_sparsevlm_equals_the_layers_run_by_hand(small_lab, media_prompt):
     assert len(sources) and first.keep[first.merged_into[sources]].all() and not first.keep[sources].any()
 
 
-def test_in_llm_reducers_drive_the_rate_slider_path_and_refuse_captures(small_lab, media_prompt):
+def test_in_llm_reducers_drive_the_rate_slider_path_and_refuse_blind_captures(small_lab, media_prompt):
     from omni_lab.widgets import data
 
     encoded = small_lab.encode(media_prompt)
@@ -288,8 +288,8 @@ def test_in_llm_reducers_drive_the_rate_slider_path_and_refuse_captures(small_la
     prepared = small_lab.prepare(media_prompt, reducer=reducer, encoded=encoded)  # what the slider then calls
     dropped = prepared.token_map.df.dropped_at_layer
     assert (dropped >= 0).any() and prepared.reducers["llm"] is reducer
-    with pytest.raises(OmniLabInputError, match="inside the LLM"):
-        small_lab.run(media_prompt, max_new_tokens=1, reducer=PyramidDrop(0.5), capture=["routing"])
+    with pytest.raises(OmniLabInputError, match="inside the LLM"):  # a function capture cannot follow the drops
+        small_lab.run(media_prompt, max_new_tokens=1, reducer=PyramidDrop(0.5), capture={"llm.layers.4.in": len})
     with pytest.raises(OmniLabInputError, match="not attention layers"):
         small_lab.run(media_prompt, max_new_tokens=1, reducer=PyramidDrop(0.5, layers=[2]))
 

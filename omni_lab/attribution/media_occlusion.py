@@ -69,6 +69,11 @@ def input_occlusion(
             "'audio_window' (silence); occlusion(...) occludes other units in the merged embeddings"
         )
     prompt = lab.as_prompt(prompt)
+    if prompt.turns:
+        raise OmniLabInputError(
+            "input_occlusion rebuilds the prompt from its question and media, one turn: give it a lab.prompt(...) "
+            "prompt; for a conversation (lab.chat) use ol.attribution.occlusion(...) on the merged embeddings"
+        )
     check_batch_size(batch_size)
     resolved = resolve_target(lab, prompt, target, reducer)
     encoded = lab.encode(prompt)
@@ -192,8 +197,8 @@ def occluded_prompt(lab, prompt, units) -> tuple[object, set[str]]:
     for unit in units:
         changed.add(unit.modality)
         if unit.modality == "audio":
-            rate = prompt.audios[unit.item].sampling_rate
-            start, stop = (int(round(t * rate)) for t in unit.seconds)
+            clip = prompt.audios[unit.item]  # a window's seconds count from the clip's start (a video's clock)
+            start, stop = (max(int(round((t - clip.start) * clip.sampling_rate)), 0) for t in unit.seconds)
             waves[unit.item][start:stop] = 0.0
         elif unit.box is not None:
             x0, y0, x1, y1 = (int(round(v)) for v in unit.box)
@@ -212,7 +217,9 @@ def occluded_prompt(lab, prompt, units) -> tuple[object, set[str]]:
         ]
         or None,
         audio=[
-            AudioClip(wave, audio.source, audio.original_rate, audio.original_channels, audio.padded_from)
+            AudioClip(
+                wave, audio.source, audio.original_rate, audio.original_channels, audio.padded_from, start=audio.start
+            )
             for wave, audio in zip(waves, prompt.audios, strict=True)
         ]
         or None,
@@ -229,6 +236,11 @@ def blank_prompt(lab, prompt):
     """The prompt with every image and video frame grey and every audio clip silent (same text, same layout)."""
     from ..media import AudioClip, VideoClip
 
+    if prompt.turns:
+        raise OmniLabInputError(
+            "a grey baseline rebuilds the prompt from its question and media, one turn: give a lab.prompt(...) "
+            "prompt, or use at='embeddings' for a conversation (lab.chat)"
+        )
     rebuilt = lab.prompt(
         prompt.text,
         images=[np.full_like(np.array(image), GREY) for image in prompt.images] or None,
@@ -238,7 +250,13 @@ def blank_prompt(lab, prompt):
         ]
         or None,
         audio=[
-            AudioClip(np.zeros_like(audio.waveform), audio.source, audio.original_rate, audio.original_channels)
+            AudioClip(
+                np.zeros_like(audio.waveform),
+                audio.source,
+                audio.original_rate,
+                audio.original_channels,
+                start=audio.start,
+            )
             for audio in prompt.audios
         ]
         or None,

@@ -26,6 +26,7 @@ import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import OmniLabInputError
@@ -137,12 +138,51 @@ def expand_names(requested, available: dict[str, HookPoint]) -> list[str]:
 @dataclass
 class Calls:
     """Position bookkeeping: the language model's forward call number `step` covers positions `start` ..
-    `start + length - 1` (the prompt is call 0, each generated token one more call); `seen` positions so far."""
+    `start + length - 1` (the prompt is call 0, each generated token one more call); `seen` positions so far.
+
+    A sequence that shrinks inside the LLM: an in-LLM reducer (FastV, PyramidDrop, SparseVLM) cuts prompt positions
+    out of the prefill after some layers. `drops` (set by the capture session) returns its decisions so far, each
+    with `layer` and `keep` over the prompt positions; `positions(layer)` is then the prompt positions a layer's
+    tensors really cover, and `spread` puts per-position values back on the prompt's positions, the dropped ones
+    marked absent. Every capture kind reads its per-position values through these (one mechanism for all kinds).
+    """
 
     seen: int = 0
     start: int = 0
     length: int = 0
     step: int = -1
+    drops: Callable | None = None
+
+    def positions(self, layer: int | None = None) -> np.ndarray:
+        """The LLM positions the current call's tensors cover at LLM layer `layer` (its input, its mixer, its
+        output): `start .. start + length - 1`, less, at the prefill, the prompt positions an in-LLM reducer dropped
+        after an earlier layer. `layer=None`: after every drop so far (the final norm, the head)."""
+        every = np.arange(self.start, self.start + self.length)
+        if self.step != 0 or self.drops is None:
+            return every
+        keep = np.ones(self.length, dtype=bool)
+        for drop in _as_drops(self.drops()):
+            if layer is None or drop.layer < layer:
+                keep &= np.asarray(drop.keep, dtype=bool)
+        return every if keep.all() else every[keep]
+
+    def spread(self, values: torch.Tensor, layer: int | None, fill) -> torch.Tensor:
+        """`values` over the positions `positions(layer)` (first axis) put back on all `length` positions of the
+        call, `fill` (NaN, -1) on the positions that are absent at that layer; `values` itself when none is."""
+        covered = self.positions(layer)
+        if len(covered) == self.length:
+            return values
+        out = values.new_full((self.length, *values.shape[1:]), fill)
+        out[torch.from_numpy(covered - self.start).to(values.device)] = values
+        return out
+
+    def locate(self, layer: int | None, position: int) -> int:
+        """Index of LLM position `position` in the current call's tensors at `layer` (it must be present)."""
+        covered = self.positions(layer)
+        index = int(np.searchsorted(covered, position))
+        if index >= len(covered) or covered[index] != position:
+            raise RuntimeError(f"position {position} is not in the sequence at layer {layer}")
+        return index
 
     def count(self, module, args, kwargs) -> None:
         """Forward pre-hook for the language model: advance to the call that is starting."""
@@ -182,3 +222,10 @@ class HookSession:
         while self._handles:
             self._handles.pop().remove()
         self._settings.close()
+
+
+def _as_drops(decision) -> list:
+    """An in-LLM reducer's decision (None, one `LLMDrop`, or a sequence of `LLMStage`s) as a list."""
+    if decision is None:
+        return []
+    return list(decision) if isinstance(decision, (tuple, list)) else [decision]

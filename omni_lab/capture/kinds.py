@@ -44,6 +44,9 @@ class CaptureKind:
 
     Class attributes:
         name: the registry name, `run(capture=[name])` and the key in `run.captures`.
+        follows_drops: the kind maps its per-position values through `self.calls.positions(layer)` /
+            `self.calls.spread(...)` (hooks.Calls), so it may run with an in-LLM reducer whose sequence shrinks
+            mid-model; a kind that does not is refused in such a run.
 
     A subclass takes its options in `__init__` (check them there, raising `OmniLabInputError`), records per-run state
     from `setup`, and implements `listeners` and `finish`; `set_token_map` and `estimate_bytes` are optional.
@@ -53,6 +56,7 @@ class CaptureKind:
     """
 
     name: ClassVar[str] = ""
+    follows_drops: ClassVar[bool] = False
 
     def options(self) -> dict:
         """The kind's options (JSON-able where possible): shown in `repr` and `Run.to_dict()`."""

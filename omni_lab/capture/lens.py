@@ -21,9 +21,15 @@ position):
     - Mamba-2: the SSD weights of one query, `a[h, p, s] = (C_p . B_s) exp(sum_{r=s+1..p} dt_r A_h) dt_s` (and D for
       s = p), through the gated RMS norm with its scale at p frozen (the norm is linear in y once its scale is
       fixed), then `out_proj`; tests/test_lens.py checks it against the token-by-token recurrence.
+
+Both follow an in-LLM reducer's shrinking sequence: the predicting positions are text, never dropped, and each layer's
+tensors are indexed through `Calls.locate` / `Calls.positions(layer)`, so a source is always named by its LLM position
+(a dropped position writes nothing after its drop).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import torch
@@ -104,6 +110,7 @@ class LogitLensCapture(CaptureKind):
     generated position (`run.logit_lens(target)` reads it)."""
 
     name = "logit_lens"
+    follows_drops = True
 
     def setup(self) -> None:
         self.infos = layers(self.model)
@@ -113,24 +120,25 @@ class LogitLensCapture(CaptureKind):
         self.prompt_positions = token_map.num_positions
 
     def listeners(self):
-        pairs = [(f"llm.layers.{info.index}.in", self._on_boundary) for info in self.infos]
+        pairs = [(f"llm.layers.{info.index}.in", partial(self._on_boundary, info.index)) for info in self.infos]
         last = self.infos[-1]
-        pairs.append((f"{last.hook_prefix}.out", self._on_last_mixer))
+        pairs.append((f"{last.hook_prefix}.out", partial(self._on_last_mixer, last.index)))
         return pairs
 
-    def _position(self, value) -> torch.Tensor:
-        """The value at the call's predicting position (the last prompt position, or the generated token)."""
-        index = self.prompt_positions - 1 if self.calls.step == 0 else 0
+    def _position(self, value, layer: int) -> torch.Tensor:
+        """The value at the call's predicting position (the last prompt position, or the generated token), at the
+        row `layer`'s tensors hold it in."""
+        index = self.calls.locate(layer, self.calls.start + self.calls.length - 1)
         return value.reshape(-1, value.shape[-1])[index].detach().float().cpu()
 
-    def _on_boundary(self, value):
+    def _on_boundary(self, layer: int, value):
         if len(self.kept) <= self.calls.step:
             self.kept.append([])
-        self.kept[self.calls.step].append(self._position(value))
+        self.kept[self.calls.step].append(self._position(value, layer))
 
-    def _on_last_mixer(self, value):
+    def _on_last_mixer(self, layer: int, value):
         boundary = self.kept[self.calls.step]
-        boundary.append(boundary[-1] + self._position(value))  # the stream after the last layer
+        boundary.append(boundary[-1] + self._position(value, layer))  # the stream after the last layer
 
     def finish(self, token_map):
         residuals = torch.stack([torch.stack(call) for call in self.kept], dim=1)  # (boundaries, positions, D)
@@ -243,17 +251,21 @@ class DirectLogitCapture(LogitLensCapture):
 
         return keep
 
-    def _row(self, value) -> torch.Tensor:
-        return value.reshape(-1, value.shape[-1])[self.at].detach().float()
+    def _local(self, layer: int) -> int:
+        """The row of position `at` in `layer`'s prefill tensors (earlier rows may have been dropped)."""
+        return self.calls.locate(layer, self.at)
+
+    def _row(self, value, layer: int) -> torch.Tensor:
+        return value.reshape(-1, value.shape[-1])[self._local(layer)].detach().float()
 
     def _on_embed(self, value):
         if self._prefill():
-            self.writes[(-1, "embedding")] = self._row(value)
+            self.writes[(-1, "embedding")] = self._row(value, 0)
 
     def _whole(self, info, component: str):
         def listen(value):
             if self._prefill():
-                self.writes[(info.index, component)] = self._row(value)
+                self.writes[(info.index, component)] = self._row(value, info.index)
 
         return listen
 
@@ -263,13 +275,14 @@ class DirectLogitCapture(LogitLensCapture):
         def listen(output):
             if not self._prefill():
                 return
-            self.writes[(info.index, "attention")] = self._row(output)
+            self.writes[(info.index, "attention")] = self._row(output, info.index)
             q, k, v = (self.pending.pop((info.index, part)).detach().float() for part in ("q", "k", "v"))
             text = self.text_config
             heads, kv_heads, width = text.num_attention_heads, text.num_key_value_heads, mixer.head_dim
-            q = q.reshape(-1, heads, width)[self.at]  # (H, d)
-            k = k.reshape(-1, kv_heads, width)[: self.at + 1].repeat_interleave(heads // kv_heads, dim=1)  # (S, H, d)
-            v = v.reshape(-1, kv_heads, width)[: self.at + 1].repeat_interleave(heads // kv_heads, dim=1)
+            at = self._local(info.index)
+            q = q.reshape(-1, heads, width)[at]  # (H, d)
+            k = k.reshape(-1, kv_heads, width)[: at + 1].repeat_interleave(heads // kv_heads, dim=1)  # (S, H, d)
+            v = v.reshape(-1, kv_heads, width)[: at + 1].repeat_interleave(heads // kv_heads, dim=1)
             weights = torch.softmax(torch.einsum("hd,shd->hs", q, k) * mixer.scaling, dim=-1)  # (H, S)
             out = mixer.o_proj.weight.float().reshape(-1, heads, width)  # (D, H, d)
             per_head = torch.einsum("dhe,she->shd", out, v)  # (S, H, D): each source's value through W_O
@@ -284,13 +297,14 @@ class DirectLogitCapture(LogitLensCapture):
         def listen(output):
             if not self._prefill():
                 return
-            self.writes[(info.index, "mamba")] = self._row(output)
+            self.writes[(info.index, "mamba")] = self._row(output, info.index)
             projected = self.pending.pop((info.index, "in_proj")).detach()
             scan = self.pending.pop((info.index, "ssm")).detach().float()  # (1, L, I): y, what the gated norm gets
-            gate = projected[..., : mixer.intermediate_size].float()[0, self.at]  # (I,)
+            at = self._local(info.index)
+            gate = projected[..., : mixer.intermediate_size].float()[0, at]  # (I,)
             conv, dt, B, C = MambaInputs(mixer)(projected)  # conv (1, L, conv_dim), dt (1, L, H), B, C (1, L, G, N)
             x = conv[0, :, : mixer.intermediate_size].float()  # (L, I): the SSM's input
-            writes = mamba_source_writes(mixer, x, dt[0], B[0], C[0], scan[0], gate, self.at)  # (S, D)
+            writes = mamba_source_writes(mixer, x, dt[0], B[0], C[0], scan[0], gate, at)  # (S, D)
             self._sources(info, "mamba", writes @ self.direction)
 
         return listen
@@ -301,13 +315,14 @@ class DirectLogitCapture(LogitLensCapture):
         def listen(output):
             if not self._prefill():
                 return
-            shared = self._row(self.pending.pop((info.index, "shared")))
+            shared = self._row(self.pending.pop((info.index, "shared")), info.index)
             _, weights, indices = self.pending.pop((info.index, "router"))
             stream = self.pending.pop((info.index, "in"))  # the block's input: norm it as the block does
             layer = self.model.language_model.model.layers[info.index]
-            normed = layer.norm(stream.reshape(-1, stream.shape[-1])[self.at : self.at + 1].to(layer.norm.weight.dtype))
+            at = self._local(info.index)
+            normed = layer.norm(stream.reshape(-1, stream.shape[-1])[at : at + 1].to(layer.norm.weight.dtype))
             latent = mixer.fc1_latent_proj(normed)
-            chosen, chosen_weights = indices[self.at : self.at + 1], weights[self.at : self.at + 1]
+            chosen, chosen_weights = indices[at : at + 1], weights[at : at + 1]
             for slot in range(chosen.shape[1]):  # transformers' experts module, one chosen expert at a time
                 expert = mixer.experts(latent, chosen[:, slot : slot + 1], chosen_weights[:, slot : slot + 1])
                 write = _linear_part(mixer.fc2_latent_proj, expert)[0].detach().float()
@@ -320,7 +335,8 @@ class DirectLogitCapture(LogitLensCapture):
         return listen
 
     def _sources(self, info, component: str, logits: torch.Tensor) -> None:
-        for source, value in enumerate(logits.tolist()):
+        positions = self.calls.positions(info.index)  # source row s of this layer is LLM position positions[s]
+        for source, value in zip(positions[: len(logits)].tolist(), logits.tolist(), strict=True):
             self.source_rows.append({"layer": info.index, "kind": info.kind, "component": component,
                                      "source": source, "write": value})  # fmt: skip
 

@@ -6,6 +6,10 @@ queries are computed once at the end, from the same kernels (omni_lab.kernels: `
 `ssd_pooled_mass`) with the query offset, never re-running the prompt. The Mamba weights come from the SSD form
 `y_t = Σ_s C_t·B_s · exp(Σ_{r=s+1..t} Δ_r A) · Δ_s · x_s`, with Δ, B, C rebuilt from the layer's `in_proj` output
 as transformers computes them (depthwise causal conv + SiLU with the conv state carried across calls, softplus Δ).
+
+After an in-LLM reducer dropped prompt positions, a later layer's queries and keys are the surviving positions only
+(`Calls.positions(layer)`): their segments and query groups are read at those positions, a dropped query's row is NaN
+at that layer (a group's row averages its surviving queries; NaN when none survives), and a dropped key gets no mass.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class MassCapture(CaptureKind):
     """
 
     kind: ClassVar[str] = ""
+    follows_drops = True
     block = 128  # query block of the kernel's transient buffers
 
     def __init__(self, segments="item", queries=None, layers=None, grid=None, seconds=None):
@@ -109,6 +114,7 @@ class MassCapture(CaptureKind):
         self.generated_group: int | None = None  # the group generated queries join (None: they get no row)
         self.prompt_positions = 0
         self.prompt_mass: dict[int, torch.Tensor] = {}  # layer -> (H, Lp or groups, Sp)
+        self.covered: dict[int, np.ndarray] = {}  # layer -> the prompt positions its prefill saw (Calls.positions)
         self.history: dict[int, list] = defaultdict(list)  # layer -> per call: keys (attention) or (Δ, B) (Mamba)
         self.queries: dict[int, list] = defaultdict(list)  # layer -> generated queries (q or C)
 
@@ -121,24 +127,38 @@ class MassCapture(CaptureKind):
         self.groups, self.group_names, self.generated_group = query_groups(token_map, self.queries_option)
         self.prompt_positions = token_map.num_positions
 
-    def _pooling(self, device) -> dict:
-        """Kernel arguments of the prompt's pooling: segment ids and (when grouped) query groups."""
-        groups = self.groups
+    def _prefill_positions(self, layer: int) -> np.ndarray:
+        """The prompt positions the prefill's tensors cover at `layer` (all of them unless an in-LLM reducer dropped
+        some before it), kept for the generated rows."""
+        self.covered[layer] = self.calls.positions(layer)
+        return self.covered[layer]
+
+    def _pooling(self, device, positions: np.ndarray) -> dict:
+        """Kernel arguments of the prompt's pooling at `positions`: segment ids and (when grouped) query groups."""
+        groups = None if self.groups is None else self.groups[positions]
         return {
-            "segment_ids": torch.from_numpy(self.segments.ids)[None].to(device),
+            "segment_ids": torch.from_numpy(self.segments.ids[positions])[None].to(device),
             "num_segments": self.segments.count,
             "query_groups": None if groups is None else torch.from_numpy(groups)[None].to(device),
             "num_query_groups": None if groups is None else len(self.group_names),
         }
 
-    def _no_prompt_queries(self, heads: int) -> torch.Tensor | None:
-        """Zero rows when grouping left no prompt position as a query, else None."""
-        if self.groups is not None and (self.groups < 0).all():
+    def _no_prompt_queries(self, heads: int, positions: np.ndarray) -> torch.Tensor | None:
+        """Zero rows when grouping left no prompt position (of `positions`) as a query, else None."""
+        if self.groups is not None and (self.groups[positions] < 0).all():
             return torch.zeros(heads, len(self.group_names), self.segments.count)
         return None
 
-    def _generated_rows(self, layer: int, segment_ids: torch.Tensor, num_segments: int) -> torch.Tensor:
-        """`(H, G, S)` mass rows of the G generated queries."""
+    def _on_prompt_positions(self, mass: torch.Tensor, layer: int) -> torch.Tensor:
+        """`(H, Lp or groups, S)`: per-position rows put back on the prompt's positions (NaN where a query was
+        dropped before `layer`); grouped rows as they are."""
+        if self.groups is not None:
+            return mass
+        return self.calls.spread(mass.transpose(0, 1), layer, float("nan")).transpose(0, 1)
+
+    def _generated_rows(self, layer: int, segment_ids: torch.Tensor, num_segments: int, offset: int) -> torch.Tensor:
+        """`(H, G, S)` mass rows of the G generated queries; `segment_ids` `(1, keys)` of the layer's keys, the first
+        generated query at key index `offset` (the prompt positions the layer's prefill saw)."""
         raise NotImplementedError
 
     def finish(self, token_map) -> ModalityMass:
@@ -146,21 +166,29 @@ class MassCapture(CaptureKind):
         generated = self.calls.seen - self.prompt_positions
         extra_segments = final.count - self.segments.count
         grouped = self.groups is not None
-        segment_ids = torch.from_numpy(final.ids[: self.calls.seen])[None]  # the last generated token is never fed
+        fed = np.arange(self.prompt_positions, self.calls.seen)  # generated positions (the last token is never fed)
         result = {}
         for layer in self.layers:
             mass = torch.nn.functional.pad(self.prompt_mass[layer], (0, extra_segments))  # (H, Lp or Q, S)
+            if not grouped:  # the generated tokens' segments are absent from a dropped query's row too
+                mass[:, np.setdiff1d(np.arange(self.prompt_positions), self.covered[layer])] = float("nan")
+            keys = np.concatenate([self.covered[layer], fed])  # the positions this layer's keys are at
             if generated > 0 and (not grouped or self.generated_group is not None):
-                rows = self._generated_rows(layer, segment_ids, final.count)  # (H, G, S)
+                segment_ids = torch.from_numpy(final.ids[keys])[None]
+                rows = self._generated_rows(layer, segment_ids, final.count, len(self.covered[layer]))  # (H, G, S)
                 if grouped:
                     mass[:, self.generated_group] += rows.sum(1)
                 else:
                     mass = torch.cat([mass, rows], dim=1)
             if grouped:
-                counts = np.bincount(self.groups[self.groups >= 0], minlength=len(self.group_names))
+                members = self.groups[self.covered[layer]]
+                counts = np.bincount(members[members >= 0], minlength=len(self.group_names))
+                everyone = np.bincount(self.groups[self.groups >= 0], minlength=len(self.group_names))
                 if self.generated_group is not None:
                     counts[self.generated_group] += generated
-                mass = mass / torch.from_numpy(np.maximum(counts, 1)).float()[None, :, None]
+                    everyone[self.generated_group] += generated
+                divisor = np.where((counts == 0) & (everyone > 0), np.nan, np.maximum(counts, 1))  # NaN: all dropped
+                mass = mass / torch.from_numpy(divisor).float()[None, :, None]
             result[layer] = mass
         queries = list(self.group_names) if grouped else list(range(self.prompt_positions + generated))
         return ModalityMass(self.kind, result, final.labels, queries, token_map, self.options())
@@ -220,24 +248,27 @@ class AttentionMassCapture(MassCapture):
             queries, keys = pending.pop("q"), heads_first(projected)
             self.history[layer].append(keys)
             if self.calls.step == 0:
-                self.prompt_mass[layer] = self._prompt_mass(queries, keys, mixer)
+                positions = self._prefill_positions(layer)
+                self.prompt_mass[layer] = self._on_prompt_positions(
+                    self._prompt_mass(queries, keys, mixer, positions), layer
+                )
             else:
                 self.queries[layer].append(queries)
 
         return on_query, on_key
 
-    def _prompt_mass(self, queries, keys, mixer) -> torch.Tensor:
+    def _prompt_mass(self, queries, keys, mixer, positions) -> torch.Tensor:
         from omni_lab import kernels
 
-        empty = self._no_prompt_queries(queries.shape[1])
+        empty = self._no_prompt_queries(queries.shape[1], positions)
         if empty is not None:
             return empty
         mass = kernels.pooled_attention_mass(
-            queries, keys, causal=True, scale=mixer.scaling, **self._pooling(queries.device)
+            queries, keys, causal=True, scale=mixer.scaling, **self._pooling(queries.device, positions)
         )
         return mass[0].float().cpu()  # (H, Lp or Qp, Sp)
 
-    def _generated_rows(self, layer, segment_ids, num_segments):
+    def _generated_rows(self, layer, segment_ids, num_segments, offset):
         from omni_lab import kernels
 
         keys = torch.cat(self.history[layer], dim=2)  # (1, Hkv, L, D)
@@ -249,7 +280,7 @@ class AttentionMassCapture(MassCapture):
             num_segments=num_segments,
             causal=True,
             scale=self.mixer(layer).scaling,
-            query_start=self.prompt_positions,
+            query_start=offset,
         )
         return mass[0].float().cpu()
 
@@ -294,23 +325,25 @@ class MambaMassCapture(MassCapture):
         def listen(projected):
             _, dt, B, C = inputs(projected)
             if self.calls.step == 0:
-                self.prompt_mass[layer] = self._prompt_mass(dt, -torch.exp(mixer.A_log.float()), B, C)
+                positions = self._prefill_positions(layer)
+                mass = self._prompt_mass(dt, -torch.exp(mixer.A_log.float()), B, C, positions)
+                self.prompt_mass[layer] = self._on_prompt_positions(mass, layer)
             else:
                 self.queries[layer].append(C.float())
             self.history[layer].append((dt, B.float()))
 
         return listen
 
-    def _prompt_mass(self, dt, A, B, C) -> torch.Tensor:
+    def _prompt_mass(self, dt, A, B, C, positions) -> torch.Tensor:
         from omni_lab import kernels
 
-        empty = self._no_prompt_queries(dt.shape[-1])
+        empty = self._no_prompt_queries(dt.shape[-1], positions)
         if empty is not None:
             return empty
-        mass = kernels.ssd_pooled_mass(dt, A, B, C, signed=self.signed, **self._pooling(dt.device))
+        mass = kernels.ssd_pooled_mass(dt, A, B, C, signed=self.signed, **self._pooling(dt.device, positions))
         return mass[0].float().cpu()  # (H, Lp or Qp, Sp)
 
-    def _generated_rows(self, layer, segment_ids, num_segments):
+    def _generated_rows(self, layer, segment_ids, num_segments, offset):
         from omni_lab import kernels
 
         dt = torch.cat([entry[0] for entry in self.history[layer]], dim=1)  # (1, L, H)
@@ -324,7 +357,7 @@ class MambaMassCapture(MassCapture):
             segment_ids.to(dt.device),
             num_segments=num_segments,
             signed=self.signed,
-            query_start=self.prompt_positions,
+            query_start=offset,
         )
         return mass[0].float().cpu()
 

@@ -2,7 +2,8 @@
 mixer's contribution to it, and the cosine between the two.
 
 Listens to `llm.layers.{i}.in` (the stream before the layer's norm) and `llm.layers.{i}.{mixer}.out` (what the mixer
-adds back), call by call.
+adds back), call by call. After an in-LLM reducer dropped prompt positions, a later layer's values are spread back
+onto the prompt's positions (`Calls.spread`): NaN at a dropped position.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class ResidualCapture(CaptureKind):
     """`capture=["residual"]`: a DataFrame of residual and mixer norms (and their cosine) per layer and position."""
 
     name = "residual"
+    follows_drops = True
 
     def setup(self) -> None:
         self.layers = layers(self.model)
@@ -48,10 +50,14 @@ class ResidualCapture(CaptureKind):
         def listen(contribution):
             residual = self._entering.pop(layer).float()
             contribution = contribution.detach().float()
-            state["residual_norm"].append(residual.norm(dim=-1).reshape(-1).cpu())
-            state["mixer_norm"].append(contribution.norm(dim=-1).reshape(-1).cpu())
             cosine = torch.nn.functional.cosine_similarity(residual, contribution, dim=-1)
-            state["cosine"].append(cosine.reshape(-1).cpu())
+            values = {
+                "residual_norm": residual.norm(dim=-1),
+                "mixer_norm": contribution.norm(dim=-1),
+                "cosine": cosine,
+            }
+            for key, value in values.items():
+                state[key].append(self.calls.spread(value.reshape(-1).cpu(), layer, float("nan")))
 
         return listen
 

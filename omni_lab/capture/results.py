@@ -40,7 +40,9 @@ class Routing:
 
     Attributes:
         layers: LLM layer index of each MoE layer, in model order.
-        experts: `(layers, positions, k)` int64 chosen expert ids (chosen with the correction bias).
+        experts: `(layers, positions, k)` int64 chosen expert ids (chosen with the correction bias); -1 at a layer
+            a position did not reach (an in-LLM reducer dropped it after an earlier layer; weights, scores and
+            shared norm are NaN there). Every table below counts only the positions a layer saw.
         weights: `(layers, positions, k)` float32 weights applied to them (sigmoid scores without the bias,
             normalised over the k, times the routed scaling factor).
         scores: `(layers, positions, experts)` float32 sigmoid scores, when asked for (`Routing(scores=True)`).
@@ -85,7 +87,7 @@ class Routing:
         weights = self.weights.float().numpy()
         for slot, layer in enumerate(self.layers):
             for group in dict.fromkeys(groups):
-                mask = groups == group
+                mask = (groups == group) & self.present(slot)
                 chosen = experts[slot, mask].reshape(-1)
                 counts = np.bincount(chosen, minlength=self.num_experts)
                 summed = np.bincount(chosen, weights=weights[slot, mask].reshape(-1), minlength=self.num_experts)
@@ -114,6 +116,11 @@ class Routing:
         table = load.groupby(["layer", key])["share"].apply(lambda s: entropy_bits(s.to_numpy()))
         return table.rename("entropy_bits").reset_index()
 
+    def present(self, slot: int) -> np.ndarray:
+        """`(positions,)` bool: the positions MoE layer `self.layers[slot]` routed (False where an in-LLM reducer had
+        dropped them before it)."""
+        return (self.experts[slot, :, 0] >= 0).numpy()
+
     def for_token(self, position: int):
         """The experts and weights of one LLM position at every MoE layer (a DataFrame)."""
         import pandas as pd
@@ -122,11 +129,13 @@ class Routing:
             raise OmniLabInputError(f"position {position} is outside 0..{self.experts.shape[1] - 1}")
         rows = []
         for slot, layer in enumerate(self.layers):
+            if not self.present(slot)[position]:
+                continue  # dropped before this layer
             for rank, (expert, weight) in enumerate(
                 zip(self.experts[slot, position].tolist(), self.weights[slot, position].tolist(), strict=True)
             ):
                 rows.append({"layer": layer, "rank": rank, "expert": expert, "weight": weight})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=["layer", "rank", "expert", "weight"])
 
     def coactivation(self, by="all"):
         """Which experts fire together: for every MoE layer and group, how many positions chose both experts of a
@@ -146,7 +155,7 @@ class Routing:
         frames = []
         for slot, layer in enumerate(self.layers):
             for group in dict.fromkeys(groups):
-                chosen = experts[slot, groups == group]  # (positions, k)
+                chosen = experts[slot, (groups == group) & self.present(slot)]  # (positions, k)
                 hits = np.zeros((len(chosen), size), dtype=np.int64)
                 np.put_along_axis(hits, chosen, 1, axis=1)  # (positions, experts) 0/1
                 together = hits.T @ hits  # (experts, experts)
@@ -183,8 +192,15 @@ class Routing:
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
             raise OmniLabInputError(f"top={top!r}: give a number of routes >= 1")
         groups, column = self._groups(by)
-        leading = self.experts.gather(-1, self.weights.argmax(-1, keepdim=True))[..., 0].numpy()  # (layers, positions)
-        routes = np.array([">".join(str(int(e)) for e in leading[:, position]) for position in range(leading.shape[1])])
+        weights = torch.nan_to_num(self.weights, nan=0.0)
+        leading = self.experts.gather(-1, weights.argmax(-1, keepdim=True))[..., 0].numpy()  # (layers, positions)
+        # a layer a position did not reach (dropped inside the LLM) reads "-"
+        routes = np.array(
+            [
+                ">".join(str(int(e)) if e >= 0 else "-" for e in leading[:, position])
+                for position in range(leading.shape[1])
+            ]
+        )
         frames = []
         for group in dict.fromkeys(groups):
             mine = routes[groups == group]
@@ -232,11 +248,12 @@ class Routing:
             left = self.experts[slot, torch.from_numpy(mine)].sort(-1).values
             right = other.experts[slot, torch.from_numpy(theirs)].sort(-1).values
             changed = (left != right).any(-1).numpy()  # (matched,)
+            seen = self.present(slot)[mine] & other.present(slot)[theirs]  # both runs routed it at this layer
             for label, mask in groups.items():
                 entry = {"layer": layer}
                 if column is not None:
                     entry[column] = label
-                compared, count = int(mask.sum()), int(changed[mask].sum())
+                compared, count = int((mask & seen).sum()), int(changed[mask & seen].sum())
                 entry.update(compared=compared, changed=count, share_changed=count / max(1, compared))
                 table.append(entry)
         return pd.DataFrame(table)
@@ -271,7 +288,8 @@ class ModalityMass:
     Attributes:
         kind: "attention" or "mamba".
         mass: {layer: `(heads, queries, segments)` float32}; each query row sums to 1 over segments (a group row is
-            the mean over its queries).
+            the mean over its queries). After an in-LLM reducer's drop, a dropped query's row is NaN at later layers
+            (a group row the mean over its surviving queries) and dropped keys get no mass.
         segments: one row per segment, a unit of the one partition (`Partition.table()`: label, modality, item,
             tubelet, frame, region, window, t0, t1, rows).
         queries: LLM position of each query row, or the group names when queries were grouped (`grouped`).
@@ -369,8 +387,8 @@ class ModalityMass:
             values = self.mass[layer]
             if reduce_heads == "mean":
                 values = values.mean(0, keepdim=True)
-            if reduce_queries == "mean":
-                values = values.mean(1, keepdim=True)
+            if reduce_queries == "mean":  # over the queries present (a query dropped inside the LLM is NaN)
+                values = values.nanmean(1, keepdim=True)
             heads, queries, segments = values.shape
             h, q, s = np.meshgrid(np.arange(heads), np.arange(queries), np.arange(segments), indexing="ij")
             frame = pd.DataFrame(

@@ -2,7 +2,9 @@
 
 Listens to `llm.layers.{i}.moe.router` (transformers' router returns `(logits, weights, indices)`: the top-k chosen
 with the correction bias, weighted by the unbiased sigmoid scores normalised and scaled) and
-`llm.layers.{i}.moe.shared`, call by call, so generated tokens append to the prompt's rows.
+`llm.layers.{i}.moe.shared`, call by call, so generated tokens append to the prompt's rows. After an in-LLM
+reducer dropped prompt positions, a later layer's values are spread back onto the prompt's positions
+(`Calls.spread`): a dropped position has expert -1 and NaN weights, scores and shared norm there.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class RoutingCapture(CaptureKind):
     """
 
     name = "routing"
+    follows_drops = True
 
     def __init__(self, scores: bool = False):
         self.scores = validate.flag("scores", scores)
@@ -51,10 +54,11 @@ class RoutingCapture(CaptureKind):
 
         def listen(router_output):
             logits, weights, indices = router_output
-            state["experts"].append(indices.detach().cpu())
-            state["weights"].append(weights.detach().float().cpu())
+            spread = self.calls.spread
+            state["experts"].append(spread(indices.detach().cpu(), layer, -1))
+            state["weights"].append(spread(weights.detach().float().cpu(), layer, float("nan")))
             if self.scores:
-                state["scores"].append(logits.detach().float().sigmoid().cpu())
+                state["scores"].append(spread(logits.detach().float().sigmoid().cpu(), layer, float("nan")))
 
         return listen
 
@@ -62,7 +66,8 @@ class RoutingCapture(CaptureKind):
         state = self.state[layer]
 
         def listen(output):
-            state["shared_norm"].append(output.detach().float().norm(dim=-1).reshape(-1).cpu())
+            norms = output.detach().float().norm(dim=-1).reshape(-1).cpu()
+            state["shared_norm"].append(self.calls.spread(norms, layer, float("nan")))
 
         return listen
 

@@ -87,6 +87,27 @@ class CaptureSession:
         """The run needs hooks (captures, cached points, patches, module settings or an in-LLM reducer)."""
         return bool(self.captures or self.cache_names or self.patches or self.settings or self.in_llm is not None)
 
+    def refuse_with_in_llm(self) -> None:
+        """Raise `OmniLabInputError` when something asked of this run cannot follow an in-LLM reducer's shrinking
+        sequence: cached or patched LLM points and capture kinds that do not declare `follows_drops` (their values
+        would index positions that no longer exist after a drop). Nothing to check without an in-LLM reducer."""
+        if self.in_llm is None:
+            return
+        llm_points = [name for name in [*self.cache_names, *self.patches] if name.startswith("llm.")]
+        if llm_points:
+            raise OmniLabInputError(
+                f"{self.in_llm!r} shortens the sequence inside the LLM, and cached or patched LLM points "
+                f"({', '.join(llm_points[:3])}) index the full sequence's positions: run them without the in-LLM "
+                "reducer (captures such as routing, residual and attention / Mamba mass do follow it)"
+            )
+        blind = [name for name, kind in self.captures.items() if not kind.follows_drops]
+        if blind:
+            raise OmniLabInputError(
+                f"{self.in_llm!r} shortens the sequence inside the LLM, and capture {blind[0]!r} does not follow "
+                "positions that leave mid-model: run it without the in-LLM reducer (a kind of your own can read "
+                "self.calls.positions(layer) and set follows_drops = True)"
+            )
+
     @property
     def needs_encoders(self) -> bool:
         """The run caches or patches a tower point, so the encoders must run even when their output is known."""
@@ -135,6 +156,7 @@ class CaptureSession:
         if self.in_llm is not None:
             self._in_llm_hook = self.in_llm.install(session, self.model)
             self._in_llm_hook.set_positions(self.prompt_modality)
+            self.calls.drops = self._in_llm_hook.decision  # the kinds follow the shrinking sequence (hooks.Calls)
 
     def listener_table(self) -> dict[str, list]:
         """{hook name: the capture kinds' and the activation cache's listeners} (asked of the kinds once a run)."""

@@ -34,7 +34,9 @@ class AudioClip:
     """A mono float32 waveform at `sampling_rate` (16 kHz once through `load_audio`), with what it was before.
 
     An `AudioClip` made by hand at another rate, or with integer samples, is converted by `load_audio` like an
-    array; its samples are checked like any input (finite, not empty, a plausible rate)."""
+    array; its samples are checked like any input (finite, not empty, a plausible rate). `start` is where the clip
+    begins on the clock of the video it came from (a video's own sound track, `load_video_audio`; the token map's
+    audio seconds count from there); 0 for a clip of its own."""
 
     waveform: np.ndarray
     source: str = "<waveform>"
@@ -43,6 +45,7 @@ class AudioClip:
     padded_from: int | None = None  # original sample count when shorter than 0.1 s and padded
 
     sampling_rate: int = SAMPLING_RATE
+    start: float = 0.0  # seconds on the video's clock (a video's sound track); 0 for a clip of its own
 
     @property
     def seconds(self) -> float:
@@ -143,6 +146,7 @@ def _from_clip(clip: AudioClip, limit: float) -> AudioClip:
         return clip
     converted = _to_model_audio(waveform, rate, clip.source, limit)
     converted.original_rate, converted.original_channels = clip.original_rate, clip.original_channels
+    converted.start = clip.start
     return converted
 
 
@@ -247,17 +251,7 @@ def _decode_av(path: Path, limit: float, structure: str) -> tuple[np.ndarray, in
             declared = container.duration / 1e6 if container.duration else None
             if declared and declared > limit:
                 raise _too_long(repr(str(path)), declared, limit)
-            # planar float at the file's own rate and channels: the mono downmix is ours (the channel mean, as for
-            # every other input), not FFmpeg's matrix
-            resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)
-            pieces, total = [], 0
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    pieces.append(out.to_ndarray().T)
-                    total += pieces[-1].shape[0]
-                if total / rate > limit:
-                    raise _too_long(repr(str(path)), total / rate, limit)
-            pieces += [out.to_ndarray().T for out in resampler.resample(None)]
+            samples, _ = decode_stream(container, stream, limit, repr(str(path)))
     except OmniLabInputError:
         raise
     except Exception as error:
@@ -265,9 +259,58 @@ def _decode_av(path: Path, limit: float, structure: str) -> tuple[np.ndarray, in
             f"audio {str(path)!r} could not be decoded ({type(error).__name__}: {error}); the file is corrupt or "
             f"truncated. Re-export it, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`."
         ) from None
-    if not pieces:
-        raise OmniLabInputError(f"audio {str(path)!r} contains no decodable samples; the file is truncated or corrupt")
-    samples = np.concatenate(pieces)
     if structure == integrity.UNCHECKED:
         integrity.check_duration(path, "audio", declared, len(samples) / rate)
     return samples, int(rate), int(channels)
+
+
+def decode_stream(container, stream, limit: float, source: str, window=None) -> tuple[np.ndarray, float]:
+    """Decode one audio stream of an open PyAV container at its own rate and channels.
+
+    Args:
+        container, stream: the open container and its audio stream.
+        limit: refuse more than this many seconds of kept samples (checked while decoding).
+        source: the input's name, for messages.
+        window: `(start, stop)` seconds on the stream's clock (presentation times) to keep; None keeps all. Samples
+            count on from the first frame's time; decoding stops once past `stop`.
+    Returns:
+        `(samples (n, channels) float32, stream seconds of the first kept sample)`.
+    Raises:
+        OmniLabInputError: over `limit`, or no sample (in the window).
+    """
+    import av
+
+    rate = stream.rate or stream.sample_rate
+    # planar float at the file's own rate and channels: the mono downmix is ours (the channel mean, as for every other
+    # input), not FFmpeg's matrix
+    resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)
+    pieces, kept, position, first, keep = [], 0, 0, None, (0, None)
+
+    def take(frames) -> None:
+        nonlocal kept, position
+        for out in frames:
+            block = out.to_ndarray().T  # (samples, channels)
+            low = max(keep[0] - position, 0)
+            high = len(block) if keep[1] is None else min(max(keep[1] - position, 0), len(block))
+            position += len(block)
+            if high > low:
+                pieces.append(block[low:high])
+                kept += high - low
+
+    for frame in container.decode(stream):
+        if first is None:
+            first = float(frame.time) if frame.time is not None else 0.0
+            if window is not None:  # sample indices from the first frame: [start, stop) on the stream's clock
+                keep = (max(round((window[0] - first) * rate), 0), max(round((window[1] - first) * rate), 0))
+        take(resampler.resample(frame))
+        if kept / rate > limit:
+            raise _too_long(source, kept / rate, limit)
+        if keep[1] is not None and position >= keep[1]:
+            break
+    take(resampler.resample(None))
+    if not pieces:
+        where = "" if window is None else f" between {window[0]:.2f} s and {window[1]:.2f} s"
+        raise OmniLabInputError(
+            f"audio {source} contains no decodable samples{where}; the file is truncated or corrupt"
+        )
+    return np.concatenate(pieces), (first or 0.0) + keep[0] / rate

@@ -1,15 +1,24 @@
 """The playground's Gradio app: `build_app(lab)` builds the Blocks, `launch(lab)` serves them.
 
-Layout: the question, image / video / audio inputs (audio from a file or the microphone), the thinking toggle, the
-reducer and its rate, max new tokens; the answer streamed token by token beside its stats; the token-reduction map,
-expert routing and modality attention panels; a gallery of ShapesWorld examples with their known answers.
+Layout: the question, image / video / audio inputs (audio from a file or the microphone; "Use the video's sound" adds
+the video's own sound track), the thinking toggle, the reducer and its rate, max new tokens; the answer streamed token
+by token beside its stats; the token-reduction map, expert routing and modality attention panels; a gallery of
+ShapesWorld examples with their known answers.
 
-Programs use the one public endpoint, `/ask` (see `handlers.ask`):
+The Chat tab (`chat.py`) holds a conversation: each turn may attach media, and the model answers with the history in
+context (a single-turn model, the toy twin, answers each turn alone and the tab says so). The Compare tab
+(`compare_tab.py`) runs one question in two arms (reducer and rate each) side by side; "Download" in
+both tabs writes the last answer as one self-contained HTML report and its JSON with provenance (`export.py`).
+
+Programs use the public endpoints `/ask` (see `handlers.ask`) and `/compare` (see `compare.compare`):
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
     answer, stats, reduction, routing, attention = client.predict(
         "What colour is the square?", handle_file("square.png"), None, None, "model", 0.5, 16, api_name="/ask")
+    answer_a, answer_b, table, comparison, map_a, map_b, shift, mass = client.predict(
+        "How many beeps?", None, None, handle_file("beeps.flac"), "evs", 0.7, "random-matched", 0.7, 16,
+        api_name="/compare")
 
 Serving: the queue lets one request at a time touch the model (concurrency limit 1, one concurrency group for
 every model event), holds at most `settings.queue_size` waiting requests, and each request stops at
@@ -25,8 +34,11 @@ import os
 
 import gradio as gr
 
-from . import handlers
+from . import export, handlers
+from .chat import build_chat_tab
+from .compare_tab import build_compare_tab
 from .examples import load_examples
+from .inputs import media_inputs
 
 CONCURRENCY_ID = "model"  # every event that runs the model joins this group: one request at a time
 DEFAULT_MAX_NEW_TOKENS = 16
@@ -62,101 +74,118 @@ def build_app(lab, settings: handlers.PlaygroundSettings | None = None) -> gr.Bl
     examples = gallery_order(load_examples())
     with gr.Blocks(title="omni-lab playground", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(_header(lab))
-        with gr.Row():
-            with gr.Column(scale=3):
-                question = gr.Textbox(
-                    label="Question", placeholder="What colour is the square?", lines=2, elem_id="question"
-                )
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Ask", id="ask", elem_id="ask-tab"):
                 with gr.Row():
-                    image = gr.Image(
-                        label="Image", type="filepath", sources=["upload"], height=MEDIA_HEIGHT, elem_id="image-input"
-                    )
-                    video = gr.Video(label="Video", sources=["upload"], height=MEDIA_HEIGHT, elem_id="video-input")
-                    audio = gr.Audio(
-                        label="Audio (file or microphone)",
-                        type="filepath",
-                        sources=["upload", "microphone"],
-                        elem_id="audio-input",
-                        scale=2,
-                    )
-                thinking = gr.Checkbox(
-                    label="Thinking",
-                    value=False,
-                    interactive=note is None,
-                    info=note or "Let the model reason before it answers.",
+                    with gr.Column(scale=3):
+                        question = gr.Textbox(
+                            label="Question", placeholder="What colour is the square?", lines=2, elem_id="question"
+                        )
+                        with gr.Row():
+                            image, video, video_audio, audio = media_inputs("", MEDIA_HEIGHT)
+                        thinking = gr.Checkbox(
+                            label="Thinking",
+                            value=False,
+                            interactive=note is None,
+                            info=note or "Let the model reason before it answers.",
+                        )
+                        with gr.Row():
+                            reducer = gr.Dropdown(
+                                label="Token reducer",
+                                choices=list(handlers.REDUCERS),
+                                value="model",
+                                info="model: the model's own EVS at its rate · none · video: evs, pixeldiff, uniform · "
+                                "image, video, audio: random, divprune · image, video: tome, visionzip, downsample (a control) "
+                                "· inside the LLM (dropped tokens leave the later layers' panels): pyramiddrop, sparsevlm",
+                            )
+                            rate = gr.Slider(
+                                label="Rate (fraction of tokens dropped)",
+                                minimum=0.0,
+                                maximum=0.95,
+                                step=0.05,
+                                value=DEFAULT_RATE,
+                            )
+                        max_new_tokens = gr.Slider(
+                            label="Max new tokens",
+                            minimum=1,
+                            maximum=settings.max_new_tokens,
+                            step=1,
+                            value=min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens),
+                        )
+                        with gr.Row():
+                            submit = gr.Button("Ask", variant="primary", elem_id="ask-button")
+                            clear = gr.ClearButton(value="Clear")
+                    with gr.Column(scale=2):
+                        answer = gr.Textbox(label="Answer", lines=2, interactive=False, elem_id="answer")
+                        known_answer = gr.Textbox(
+                            label="Known answer (ShapesWorld ground truth of the chosen example)",
+                            interactive=False,
+                            elem_id="known-answer",
+                        )
+                        stats = gr.JSON(
+                            label="Stats: tokens per modality before / after reduction, timings",
+                            elem_id="stats",
+                            open=True,
+                            max_height=420,
+                        )
+                        with gr.Row():
+                            download, exported = export.download_controls("ask")
+                gr.Examples(
+                    examples=[
+                        [example.question, example.image, example.video, example.audio, example.answer]
+                        for example in examples
+                    ],
+                    inputs=[question, image, video, audio, known_answer],
+                    label="ShapesWorld examples (image, video, audio, video + audio, text) with their known answers",
+                    examples_per_page=EXAMPLES_PER_PAGE,
+                    api_visibility="private",
                 )
-                with gr.Row():
-                    reducer = gr.Dropdown(
-                        label="Token reducer",
-                        choices=list(handlers.REDUCERS),
-                        value="model",
-                        info="model: the model's own EVS at its rate · none · video: evs, pixeldiff, uniform · "
-                        "image, video, audio: random, divprune · image, video: tome, visionzip, downsample (a control) "
-                        "· inside the LLM (no routing or attention panels): pyramiddrop, sparsevlm",
-                    )
-                    rate = gr.Slider(
-                        label="Rate (fraction of tokens dropped)",
-                        minimum=0.0,
-                        maximum=0.95,
-                        step=0.05,
-                        value=DEFAULT_RATE,
-                    )
-                max_new_tokens = gr.Slider(
-                    label="Max new tokens",
-                    minimum=1,
-                    maximum=settings.max_new_tokens,
-                    step=1,
-                    value=min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens),
+                gr.Markdown("## Inside the answer")
+                reduction_plot = gr.Plot(
+                    label="Token reduction map", show_label=False, elem_id="reduction-plot"
+                )  # titled by the figure
+                routing_plot = gr.Plot(
+                    label="Expert routing", show_label=False, elem_id="routing-plot"
+                )  # titled by the figure
+                attention_plot = gr.Plot(
+                    label="Modality attention and Mamba mass", show_label=False, elem_id="attention-plot"
+                )  # titled by the figure
+                inputs = [question, image, video, audio, reducer, rate, max_new_tokens, thinking, video_audio]
+                outputs = [answer, stats, reduction_plot, routing_plot, attention_plot]
+                ask = functools.partial(export.ask_keeping_run, lab, settings)  # handlers.ask + the run for Download
+                kept = export.session_state()
+                common = {
+                    "fn": ask,
+                    "inputs": inputs,
+                    "outputs": [*outputs, kept],
+                    "preprocess": False,  # uploads reach the handler as files, so a corrupt one gets a message of ours
+                    "concurrency_limit": 1,
+                    "concurrency_id": CONCURRENCY_ID,
+                }
+                submit.click(**common, api_name="ask", api_description=_API_DESCRIPTION)
+                question.submit(**common, api_visibility="private")
+                clear.add([question, image, video, audio, known_answer, *outputs, exported])
+                for event in (question.input, image.upload, video.upload, audio.upload, audio.stop_recording):
+                    event(_no_known_answer, None, known_answer, queue=False, api_visibility="private")
+                download.click(
+                    functools.partial(export.download_run, lab), inputs=kept, outputs=exported, api_visibility="private"
                 )
-                with gr.Row():
-                    submit = gr.Button("Ask", variant="primary", elem_id="ask-button")
-                    clear = gr.ClearButton(value="Clear")
-            with gr.Column(scale=2):
-                answer = gr.Textbox(label="Answer", lines=2, interactive=False, elem_id="answer")
-                known_answer = gr.Textbox(
-                    label="Known answer (ShapesWorld ground truth of the chosen example)",
-                    interactive=False,
-                    elem_id="known-answer",
+            with gr.Tab("Compare", id="compare", elem_id="compare-tab"):
+                build_compare_tab(
+                    lab,
+                    settings,
+                    examples,
+                    concurrency_id=CONCURRENCY_ID,
+                    max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+                    examples_per_page=EXAMPLES_PER_PAGE,
                 )
-                stats = gr.JSON(
-                    label="Stats: tokens per modality before / after reduction, timings",
-                    elem_id="stats",
-                    open=True,
-                    max_height=420,
+            with gr.Tab("Chat", id="chat", elem_id="chat-tab"):
+                build_chat_tab(
+                    lab,
+                    settings,
+                    concurrency_id=CONCURRENCY_ID,
+                    max_new_tokens=min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens),
                 )
-        gr.Examples(
-            examples=[
-                [example.question, example.image, example.video, example.audio, example.answer] for example in examples
-            ],
-            inputs=[question, image, video, audio, known_answer],
-            label="ShapesWorld examples (image, video, audio, video + audio, text) with their known answers",
-            examples_per_page=EXAMPLES_PER_PAGE,
-            api_visibility="private",
-        )
-        gr.Markdown("## Inside the answer")
-        reduction_plot = gr.Plot(
-            label="Token reduction map", show_label=False, elem_id="reduction-plot"
-        )  # titled by the figure
-        routing_plot = gr.Plot(label="Expert routing", show_label=False, elem_id="routing-plot")  # titled by the figure
-        attention_plot = gr.Plot(
-            label="Modality attention and Mamba mass", show_label=False, elem_id="attention-plot"
-        )  # titled by the figure
-        inputs = [question, image, video, audio, reducer, rate, max_new_tokens, thinking]
-        outputs = [answer, stats, reduction_plot, routing_plot, attention_plot]
-        ask = functools.partial(handlers.ask, lab, settings)
-        common = {
-            "fn": ask,
-            "inputs": inputs,
-            "outputs": outputs,
-            "preprocess": False,  # uploads reach the handler as files, so a corrupt one gets a message of ours
-            "concurrency_limit": 1,
-            "concurrency_id": CONCURRENCY_ID,
-        }
-        submit.click(**common, api_name="ask", api_description=_API_DESCRIPTION)
-        question.submit(**common, api_visibility="private")
-        clear.add([question, image, video, audio, known_answer, *outputs])
-        for event in (question.input, image.upload, video.upload, audio.upload, audio.stop_recording):
-            event(_no_known_answer, None, known_answer, queue=False, api_visibility="private")
     app.queue(default_concurrency_limit=1, max_size=settings.queue_size)
     return app
 
@@ -164,7 +193,9 @@ def build_app(lab, settings: handlers.PlaygroundSettings | None = None) -> gr.Bl
 _API_DESCRIPTION = (
     "Answer a question about optional image, video and audio files. Arguments: question, image, video, audio "
     f"(handle_file(path) or None), reducer ({' | '.join(handlers.REDUCERS)}), rate "
-    "(fraction of tokens dropped, 0-0.95), max_new_tokens, thinking (optional, default False). Returns: answer, stats "
+    "(fraction of tokens dropped, 0-0.95), max_new_tokens, thinking (optional, default False), video_audio "
+    "(optional, default True: the video file's own sound track goes right after the video; a video without one is "
+    "answered without sound and the stats carry a note). Returns: answer, stats "
     "(tokens per modality before/after reduction, timings, tokens per second), token-reduction map, expert routing "
     "and modality attention figures (plotly)."
 )

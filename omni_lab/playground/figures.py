@@ -70,21 +70,7 @@ def figures(run) -> tuple:
     """
     from omni_lab.widgets import ExpertRoutingView, ModalityAttentionView
 
-    if run.routing is None:  # a reducer inside the LLM: nothing was captured (`handlers.captures`)
-        why = (
-            "not captured: {} drops tokens inside the LLM, and captures cannot follow a sequence that shrinks mid-model"
-        )
-        reducers = ", ".join(sorted({type(r).__name__ for r in _in_llm_reducers(run)})) or "the reducer"
-        return (
-            reduction_figure(run),
-            message_figure("Expert routing", why.format(reducers)),
-            message_figure("Modality attention", why.format(reducers)),
-        )
     return reduction_figure(run), ExpertRoutingView(run).figure(), ModalityAttentionView(run).figure()
-
-
-def _in_llm_reducers(run) -> list:
-    return [r for r in run.reducers.values() if getattr(r, "in_llm", False)]
 
 
 def message_figure(title: str, message: str):

@@ -14,6 +14,7 @@ keeps serving. Nothing is kept between requests: each request's prompt, run and 
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import time
@@ -52,9 +53,9 @@ REDUCER_HELP = {
     "tome": "ToMe: merge similar image and video tokens",
     "visionzip": "VisionZip: keep the image and video tokens the vision encoder's CLS tokens attend to, merge the rest",
     "pyramiddrop": "PyramidDrop: drop image and video tokens in stages inside the LLM, by the last instruction token's "
-    "attention (no routing or attention panels: captures cannot follow a sequence that shrinks mid-model)",
+    "attention (the routing and attention panels show each token only at the layers it reached)",
     "sparsevlm": "SparseVLM: keep the image and video tokens the question's tokens attend to, inside the LLM, recycling "
-    "the pruned ones (no routing or attention panels, as PyramidDrop)",
+    "the pruned ones (panels as PyramidDrop's)",
     "downsample": "Downsample: smaller images and fewer video frames with the same token budget (a control)",
 }
 
@@ -243,8 +244,21 @@ def _load_video_in_budget(path: Path, name: str, settings: PlaygroundSettings):
     )
 
 
-def build_prompt(lab, settings: PlaygroundSettings, question: str, image=None, video=None, audio=None, thinking=False):
+def build_prompt(
+    lab,
+    settings: PlaygroundSettings,
+    question: str,
+    image=None,
+    video=None,
+    audio=None,
+    thinking=False,
+    video_audio=False,
+):
     """The `Prompt` of one request, from its question and uploads.
+
+    With `video_audio`, an uploaded video's own sound track is the first audio clip (right after the video, before
+    an uploaded audio clip), as `lab.prompt(..., video_audio=True)` places it; a video without a track goes on
+    without sound (`silent_video_note` says so).
 
     Returns:
         `Prompt`.
@@ -257,7 +271,36 @@ def build_prompt(lab, settings: PlaygroundSettings, question: str, image=None, v
     if thinking and note is not None:
         raise OmniLabInputError(f"thinking=True: {note} Ask again with thinking off.")
     uploads = load_uploads(image, video, audio, settings)
+    if video_audio and "video" in uploads:
+        track = _video_sound(lab, video)
+        if track is not None:
+            uploads["audio"] = [track, *([uploads["audio"]] if "audio" in uploads else [])]
     return lab.prompt(question or "", thinking=bool(thinking), **uploads)
+
+
+def _video_sound(lab, video):
+    """The uploaded video's sound track on its clock (`media.load_video_audio`, its length checked against the
+    context before decoding), or None when the file has none."""
+    from ..prompt import _audio_seconds_that_fit
+
+    path, name = upload_path("video", video)
+    try:
+        if not media.has_sound_track(path):
+            return None
+        return media.load_video_audio(path, max_seconds=_audio_seconds_that_fit(lab.processor, lab.context_length))
+    except OmniLabInputError as error:
+        raise _renamed(error, path, name) from None
+
+
+def silent_video_note(video, audio=None) -> str | None:
+    """The note shown when the video's sound was asked for and the uploaded video has no sound track (else None).
+
+    No note when an audio file came with the video: its sound is then the audio upload (as in the gallery's video +
+    audio examples), which is what the person meant."""
+    upload = upload_path("video", video)
+    if upload is None or upload_path("audio", audio) is not None or media.has_sound_track(upload[0]):
+        return None
+    return f"The video {upload[1]!r} has no sound track: answered from its pictures alone."
 
 
 # ------------------------------------------------------------------------------------------------------------- stats
@@ -294,13 +337,15 @@ def run_stats(lab, run, first_token_s: float | None, request_s: float) -> dict:
 
 
 def captures(reducer=None) -> list:
-    """What a playground run captures: expert routing, and attention and Mamba mass of the answer's queries; nothing
-    with a reducer that drops tokens inside the LLM (`in_llm`: PyramidDrop, SparseVLM), whose shrinking sequence the
-    captures cannot follow (their panels then say so)."""
+    """What a playground run captures, whatever the reducer: expert routing, and attention and Mamba mass of the
+    answer's queries. With a reducer that drops tokens inside the LLM (`in_llm`: PyramidDrop, SparseVLM) the captures
+    follow the shrinking sequence (`capture.hooks.Calls`): a dropped token is absent from the layers after its drop.
+
+    Args:
+        reducer: the run's reducer (every reducer gets the same captures; kept for the callers that pass it).
+    """
     from .. import capture
 
-    if getattr(reducer, "in_llm", False):
-        return []
     return ["routing", capture.attention_mass(queries="answer"), capture.mamba_mass(queries="answer")]
 
 
@@ -316,6 +361,9 @@ def ask(
     rate: float = 0.5,
     max_new_tokens: int = 16,
     thinking: bool = False,
+    video_audio: bool = True,
+    *,
+    on_run=None,
 ):
     """Answer one question about optional image, video and audio uploads, streaming the answer.
 
@@ -328,49 +376,83 @@ def ask(
         rate: fraction of tokens the reducer drops, in [0, 1).
         max_new_tokens: 1 to `settings.max_new_tokens`.
         thinking: let a reasoning model think first (refused for models without reasoning).
+        video_audio: also give the model the uploaded video's own sound track (right after the video, as the
+            release serves it); a video without one goes on without sound, and the stats say so ("note").
+        on_run: called with `(run, stats)` once the answer is complete, before the last yield (the app keeps the
+            run in the session's state for "Download"; keyword only, not an input of `/ask`).
     Yields:
         (answer so far, stats, reduction figure, routing figure, attention figure): first a cleared set, then one
         tuple per decoded token (the other outputs `gr.skip()`), then the final answer with everything filled in.
     Raises:
         gr.Error: any input problem (named), a model that cannot run, or the per-request time limit.
     """
-    from ..lab import Run
-
     started = time.perf_counter()
     yield "", {}, None, None, None  # nothing of an earlier request stays on screen, also when this one fails
     try:
         max_new_tokens = _check_max_new_tokens(max_new_tokens, settings)
         run_reducer = make_reducer(reducer, rate)
-        prompt = build_prompt(lab, settings, question, image, video, audio, thinking)
-        text = ""
-        first_token_s = None
-        run = None
-        stream = lab.stream(prompt, max_new_tokens=max_new_tokens, reducer=run_reducer, capture=captures(run_reducer))
-        try:
+        prompt = build_prompt(lab, settings, question, image, video, audio, thinking, video_audio)
+        note = silent_video_note(video, audio) if video_audio else None
+        run = first_token_at = None
+        with contextlib.closing(stream_answer(lab, settings, prompt, run_reducer, max_new_tokens, started)) as stream:
             for item in stream:
-                if isinstance(item, Run):
-                    run = item
-                    break
-                text += item.text
-                if first_token_s is None:
-                    first_token_s = time.perf_counter() - started
-                if time.perf_counter() - started > settings.time_limit_s:
-                    raise OmniLabInputError(
-                        f"the answer was still being written after {settings.time_limit_s:g} s, this playground's "
-                        f"per-request time limit; ask for fewer new tokens or use shorter media"
-                    )
-                yield text, gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        finally:
-            stream.close()
-        if run is None:
-            raise RuntimeError("the model's stream ended without its Run")
+                if isinstance(item, str):
+                    yield item, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                else:
+                    run, first_token_at = item
+        first_token_s = None if first_token_at is None else first_token_at - started
         figure_set = figures(run)
         stats = run_stats(lab, run, first_token_s, time.perf_counter() - started)
+        if note is not None:
+            stats = {"note": note, **stats}  # first, so it shows at the top of the stats
+        if on_run is not None:
+            on_run(run, stats)
     except (OmniLabInputError, OmniLabModelError) as error:
         # gr.Error renders its message as HTML: escape <, > and & of user-given names, keep quotes readable
         message = html.escape(str(error), quote=False)
         raise gr.Error(message, title="Cannot answer this request", print_exception=False) from None
     yield run.answer, stats, *figure_set
+
+
+def stream_answer(lab, settings: PlaygroundSettings, prompt, reducer, max_new_tokens: int, started: float):
+    """Stream one run of `prompt` with the playground's captures, within the request's time limit.
+
+    Args:
+        lab: the loaded `Lab`.
+        settings: the playground's limits (`time_limit_s` counts from `started`).
+        prompt: the `Prompt`.
+        reducer: the `lab.run(reducer=...)` value (see `make_reducer`).
+        max_new_tokens: already checked.
+        started: `time.perf_counter()` at the start of the request.
+    Yields:
+        the answer so far (str) after each decoded token; last, `(run, first_token_at)`: the `Run` and the
+        `time.perf_counter()` value when its first token arrived (None when it decoded none). Closing the generator
+        gives the Lab back.
+    Raises:
+        OmniLabInputError: the answer was still being written after the time limit.
+    """
+    from ..lab import Run
+
+    text = ""
+    first_token_at = None
+    stream = lab.stream(prompt, max_new_tokens=max_new_tokens, reducer=reducer, capture=captures(reducer))
+    try:
+        for item in stream:
+            if isinstance(item, Run):
+                yield item, first_token_at
+                return
+            text += item.text
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            if time.perf_counter() - started > settings.time_limit_s:
+                raise OmniLabInputError(
+                    f"the answer was still being written after {settings.time_limit_s:g} s, this playground's "
+                    f"per-request time limit; ask for fewer new tokens or use shorter media"
+                )
+            yield text
+    finally:
+        stream.close()
+    raise RuntimeError("the model's stream ended without its Run")
 
 
 def _check_max_new_tokens(value, settings: PlaygroundSettings) -> int:

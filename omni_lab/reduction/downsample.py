@@ -133,6 +133,7 @@ class Downsample:
         Returns:
             a new `Prompt` whose token map's boxes, frames and seconds refer to the original media.
         """
+        from ..conversation import media_order, render
         from ..media import images as image_module
         from ..prompt import _lay_out, build_prompt
 
@@ -165,20 +166,40 @@ class Downsample:
             call_processor = copy.copy(processor)
             call_processor.image_processor = copy.copy(processor.image_processor)
             call_processor.image_processor.min_num_patches = smallest
-        rewritten = build_prompt(
-            call_processor,
-            context_length,
-            prompt.text,
-            images=images or None,
-            video=videos or None,
-            audio=list(prompt.audios) or None,
-            system=prompt.system,
-            thinking=prompt.thinking,
-            reference=prompt.reference,
-        )
+        if prompt.turns:  # a conversation (lab.chat): every turn again, with its media downsampled
+            rewritten = render(
+                call_processor,
+                context_length,
+                prompt.turns,
+                images,
+                videos,
+                list(prompt.audios),
+                thinking=prompt.thinking,
+                reference=prompt.reference,
+            )
+        else:
+            rewritten = build_prompt(
+                call_processor,
+                context_length,
+                prompt.text,
+                images=images or None,
+                video=videos or None,
+                audio=list(prompt.audios) or None,
+                system=prompt.system,
+                thinking=prompt.thinking,
+                reference=prompt.reference,
+            )
         for loaded, original in zip(rewritten.images, prompt.images, strict=True):
             loaded.info[image_module.ORIGINAL_SIZE] = image_module.original_size(original)
-        token_map = _lay_out(processor, rewritten.inputs, rewritten.images, rewritten.videos, rewritten.audios)
+        token_map = _lay_out(
+            processor,
+            rewritten.inputs,
+            rewritten.images,
+            rewritten.videos,
+            rewritten.audios,
+            order=media_order(rewritten.turns),
+            turns=rewritten.token_map["turn"],
+        )
         return dataclasses.replace(rewritten, token_map=token_map)
 
     def describe(self, item: ReductionItem, prompt) -> str:

@@ -9,10 +9,11 @@ not only a saving (docs/token_reduction.md §3). Decoding continues on the short
 
 The scores are exact softmax probabilities computed block by block from the layer's own queries and keys (no L × L
 matrix is kept). FastV installs its hooks through the run's `HookSession` (`FastV.install`, called by the capture
-session) and hands back its decision as a value (`LLMDrop`). It cannot be combined with captures or LLM-side
-interventions yet: those index positions of the full sequence, which no longer exist after layer K. Recomputing the
-probabilities costs another 2·H·L²·d_h FLOPs at the layer (`scoring_flops`, in the run's ledger): SDPA and flash
-kernels return none, and FastV needs them.
+session) and hands back its decision as a value (`LLMDrop`). Captures follow the shorter sequence (the session's
+`Calls.positions(layer)`: a dropped position is absent from the layers after K); cached or patched LLM points and
+LLM-side interventions are refused: they index positions of the full sequence, which no longer exist after K.
+Recomputing the probabilities costs another 2·H·L²·d_h FLOPs at the layer (`scoring_flops`, in the run's ledger):
+SDPA and flash kernels return none, and FastV needs them.
 """
 
 from __future__ import annotations

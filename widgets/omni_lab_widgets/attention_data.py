@@ -8,6 +8,8 @@ Layer order is `combine_in_layer_order(run.attention_mass, run.mamba_mass)`; whi
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from omni_lab.capture.results import combine_in_layer_order
@@ -27,6 +29,14 @@ def mass_modalities(run) -> list[str]:
     return [m for m in MODALITIES if m in seen] + sorted(seen - set(MODALITIES))
 
 
+def present_mean(values: np.ndarray, axis) -> np.ndarray:
+    """Mean over `axis` of the query rows a layer saw: a query an in-LLM reducer dropped before the layer has a NaN
+    row there (`ModalityMass`) and is left out; NaN when no query of the selection reached the layer."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": every chosen query was dropped
+        return np.nanmean(values, axis=axis)
+
+
 def modality_mass(run, query="answer"):
     """Mass of a query over modalities at every attention and Mamba layer, in the model's order.
 
@@ -44,7 +54,7 @@ def modality_mass(run, query="answer"):
     for order, (layer, kind, mass) in enumerate(combine_in_layer_order(run.attention_mass, run.mamba_mass)):
         rows, _ = mass.query_rows(query)
         pooled = mass.by_modality()[layer].float().numpy()  # (H, Q, M)
-        values = pooled[:, rows].mean(axis=(0, 1))  # (M,)
+        values = present_mean(pooled[:, rows], axis=(0, 1))  # (M,)
         own = dict(zip(mass.modalities, values.tolist(), strict=True))
         records += [
             {"order": order, "layer": layer, "kind": kind, "modality": m, "mass": own.get(m, 0.0)} for m in modalities
@@ -71,7 +81,7 @@ def head_mass(run, layer: int, query="answer") -> tuple[np.ndarray, list[str]]:
     mass = mass_for_layer(run, layer)
     rows, _ = mass.query_rows(query)
     pooled = mass.by_modality()[int(layer)].float().numpy()  # (H, Q, M)
-    return pooled[:, rows].mean(axis=1), list(mass.modalities)
+    return present_mean(pooled[:, rows], axis=1), list(mass.modalities)
 
 
 def segment_mass(run, layer: int, query="answer"):
@@ -82,7 +92,7 @@ def segment_mass(run, layer: int, query="answer"):
     """
     mass = mass_for_layer(run, layer)
     rows, _ = mass.query_rows(query)
-    values = mass.mass[int(layer)].float().numpy()[:, rows].mean(axis=(0, 1))  # (S,)
+    values = present_mean(mass.mass[int(layer)].float().numpy()[:, rows], axis=(0, 1))  # (S,)
     table = mass.segments[["label", "modality"]].copy()
     table.insert(0, "segment", np.arange(len(table)))
     table["mass"] = values

@@ -30,7 +30,8 @@ def audio_waveform(prompt, item: int = 0, max_points: int = 2000):
     """Envelope of a clip's 16 kHz waveform: min and max per time bin.
 
     Returns:
-        DataFrame: t (bin start, seconds), low, high (at most `max_points` rows).
+        DataFrame: t (bin start, seconds from the clip's start on its video's clock, 0 for a clip of its own), low,
+            high (at most `max_points` rows).
     """
     import pandas as pd
 
@@ -40,7 +41,8 @@ def audio_waveform(prompt, item: int = 0, max_points: int = 2000):
     edges = np.linspace(0, len(wave), bins + 1).astype(np.int64)
     low = np.minimum.reduceat(wave, edges[:-1]) if len(wave) else np.zeros(0)
     high = np.maximum.reduceat(wave, edges[:-1]) if len(wave) else np.zeros(0)
-    return pd.DataFrame({"t": edges[:-1] / clip.sampling_rate, "low": low, "high": high})
+    start = getattr(clip, "start", 0.0)  # a video's sound track counts on the video's clock, as its tokens do
+    return pd.DataFrame({"t": start + edges[:-1] / clip.sampling_rate, "low": low, "high": high})
 
 
 def audio_mel(prompt, item: int = 0, max_columns: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +52,7 @@ def audio_mel(prompt, item: int = 0, max_columns: int = 1000) -> tuple[np.ndarra
         (times `(C,)` seconds of each column's start, values `(mel bins, C)` float32); frames beyond `max_columns`
         are averaged in equal bins.
     """
-    _audio_clip(prompt, item)
+    start = getattr(_audio_clip(prompt, item), "start", 0.0)
     features = prompt.inputs["input_features"][item].float().numpy()  # (frames, mel)
     mask = prompt.inputs.get("input_features_mask")
     if mask is not None:
@@ -60,7 +62,7 @@ def audio_mel(prompt, item: int = 0, max_columns: int = 1000) -> tuple[np.ndarra
     edges = np.linspace(0, frames, columns + 1).astype(np.int64)
     sums = np.add.reduceat(features, edges[:-1], axis=0)
     values = sums / np.diff(edges)[:, None]
-    return edges[:-1] * 0.01, values.T.astype(np.float32)
+    return start + edges[:-1] * 0.01, values.T.astype(np.float32)
 
 
 def audio_tokens(token_map, item: int = 0):

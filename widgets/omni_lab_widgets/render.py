@@ -4,11 +4,18 @@ in `palette.py`.
 Every page and every `text/html` fallback carries plotly.js itself and embeds pictures as `data:` URIs, so it opens
 from a file, in an nbconvert export, a GitHub preview or VS Code without a kernel, with nothing fetched. Interactions
 that need no kernel (frame scrubbers, layer sliders, dropdowns) are plotly's own sliders, frames and buttons.
+
+A saved page (`page`) carries plotly.js once, gzip-compressed (4.6 MiB of JavaScript in 1.9 MiB of base64): the
+browser inflates it with its own `DecompressionStream` and every figure's script waits for it (`omniLabPlotly`).
+Arrays travel in plotly's binary form (numpy arrays become base64 typed arrays), so figures pass numpy arrays of
+compact dtypes, never Python lists.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import gzip
 import html
 import io
 from pathlib import Path
@@ -46,6 +53,30 @@ def with_frames(fig, frames: list[dict]) -> dict:
     return figure
 
 
+def typed_arrays(value):
+    """`value` with every numpy array, at any depth of dicts and lists, as plotly's typed array (`{"dtype", "bdata"}`,
+    int64 narrowed to the smallest integer type that holds it): for what plotly.py leaves as nested lists, such as
+    the `args` of dropdown buttons and slider steps."""
+    from _plotly_utils.utils import to_typed_array_spec
+
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.dtype == object else to_typed_array_spec(value)
+    if isinstance(value, dict):
+        return {key: typed_arrays(entry) for key, entry in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [typed_arrays(entry) for entry in value]
+    return value
+
+
+def with_layout(fig, **layout) -> dict:
+    """A figure as a plain dict with layout entries (dropdowns, sliders) added unvalidated, their numpy arrays as
+    plotly's typed arrays: validating large `args` converts every array to nested Python lists, slowly."""
+    figure = fig if isinstance(fig, dict) else fig.to_dict()
+    for key, value in layout.items():
+        figure["layout"][key] = typed_arrays(value)
+    return figure
+
+
 def figure_div(fig, include_plotlyjs: bool = True, post_script: str | None = None) -> str:
     """One figure (a `go.Figure` or its dict) as an HTML fragment (`<div>` + scripts), plotly.js inline when asked,
     nothing from a CDN."""
@@ -64,31 +95,69 @@ def figure_div(fig, include_plotlyjs: bool = True, post_script: str | None = Non
 
 
 def page(title: str, sections: list[tuple[str, object]], notes: str = "") -> str:
-    """One self-contained HTML page holding figures under headings, plotly.js inlined once.
+    """One self-contained HTML page holding figures under headings, plotly.js inlined once (compressed, first).
 
     Args:
         title: the page title.
-        sections: (heading, go.Figure) pairs, drawn top to bottom.
+        sections: (heading, content) pairs, drawn top to bottom; content is a `go.Figure` (or its dict), or a `str`:
+            an HTML fragment placed as it is (already escaped where needed: answers, tables of numbers).
         notes: an HTML paragraph shown under the title (already escaped where needed).
     Returns:
         the page's HTML text.
     """
     parts = []
-    for index, (heading, fig) in enumerate(sections):
+    for heading, content in sections:
         heading_html = f"<h2>{html.escape(heading)}</h2>" if heading else ""
-        parts.append(f"<section>{heading_html}{figure_div(fig, include_plotlyjs=index == 0)}</section>")
+        body = content if isinstance(content, str) else after_plotlyjs(figure_div(content, include_plotlyjs=False))
+        parts.append(f"<section>{heading_html}{body}</section>")
+    if any(not isinstance(content, str) for _, content in sections):
+        parts.insert(0, compressed_plotlyjs())
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         "<style>body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:16px 24px;color:#222}"
         "h1{font-size:20px;margin:4px 0 8px}h2{font-size:16px;margin:18px 0 4px}p.notes{color:#555;margin:0 0 8px}"
-        "section{max-width:1400px}</style></head><body>"
+        "section{max-width:1400px}table.stats{border-collapse:collapse;font-size:14px}"
+        "table.stats td,table.stats th{padding:3px 10px;border-bottom:1px solid #e5e5e5;text-align:left;"
+        "vertical-align:top}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:480px;font-size:12px}"
+        "</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         + (f"<p class='notes'>{notes}</p>" if notes else "")
         + "".join(parts)
         + "</body></html>\n"
     )
+
+
+@functools.cache
+def compressed_plotlyjs() -> str:
+    """A `<script>` that defines `window.omniLabPlotly`: a promise that runs the bundled plotly.js, shipped inline
+    gzip-compressed and inflated by the browser (`DecompressionStream`, no network); built once per process."""
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+    packed = base64.b64encode(gzip.compress(get_plotlyjs().encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+    return (
+        f"<script>/** inline, gzip-compressed and base64-encoded:\n* plotly.js v{get_plotlyjs_version()} */\n"
+        "window.PlotlyConfig = {MathJaxConfig: 'local'};\n"
+        "window.omniLabPlotly = (async function () {\n"
+        f'  const packed = atob("{packed}");\n'
+        "  const bytes = new Uint8Array(packed.length);\n"
+        "  for (let i = 0; i < packed.length; i++) bytes[i] = packed.charCodeAt(i);\n"
+        "  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));\n"
+        "  const script = document.createElement('script');\n"
+        "  script.textContent = await new Response(stream).text();\n"
+        "  document.head.appendChild(script);  // runs plotly.js now, in the page's global scope\n"
+        "})();</script>"
+    )
+
+
+def after_plotlyjs(fragment: str) -> str:
+    """A `figure_div(..., include_plotlyjs=False)` fragment whose one script waits for `compressed_plotlyjs`."""
+    head, opening, rest = fragment.partition("<script>")
+    body, closing, tail = rest.rpartition("</script>")
+    if not opening or not closing or "<script" in body:
+        raise ValueError("expected a figure fragment with exactly one <script>")
+    return f"{head}<script>window.omniLabPlotly.then(function () {{{body}}});</script>{tail}"
 
 
 def write_page(path, text: str) -> Path:

@@ -82,6 +82,16 @@ class ExpertRoutingView(View):
     # --------------------------------------------------------------------------------------------------- figure
     def figure(self) -> go.Figure:
         """The routing view as a `go.Figure` (modality and token dropdowns work without a kernel)."""
+        fig = self._figure()
+        fig.update_layout(updatemenus=[self._modality_menu(fig), self._token_menu(fig)])
+        return fig
+
+    def figure_for_html(self) -> dict:
+        """`figure()` as a plain dict, its dropdowns added unvalidated with their arrays in binary form."""
+        fig = self._figure()
+        return render.with_layout(fig, updatemenus=[self._modality_menu(fig), self._token_menu(fig)])
+
+    def _figure(self) -> go.Figure:
         fig = make_subplots(
             rows=3,
             cols=2,
@@ -122,13 +132,18 @@ class ExpertRoutingView(View):
             title={"text": f"{self.title}: {self.summary()}{binned}", "x": 0.01, "y": 0.985, "font": {"size": 14}},
             margin={"l": 70, "r": 110, "t": 100, "b": 50},
             legend={"x": 1.01, "xanchor": "left", "y": 1.0, "font": {"size": 11}},
-            updatemenus=[self._modality_menu(fig), self._token_menu(fig)],
             hoverlabel={"align": "left"},
         )
         return fig
 
     def coactivation_figure(self, top: int = 8) -> go.Figure:
         """Expert co-activation per MoE layer (a dropdown picks the layer) and the `top` routes per modality."""
+        fig, menus = self._coactivation(top)
+        fig.update_layout(updatemenus=menus)
+        return fig
+
+    def _coactivation(self, top: int) -> tuple[go.Figure, list[dict]]:
+        """The co-activation figure without its layer dropdown, and the dropdown."""
         layers, matrices = coactivation_matrices(self.routing)
         paths = top_paths(self.routing, top)
         fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.14,
@@ -153,9 +168,9 @@ class ExpertRoutingView(View):
              "args": [{"z": [matrices[slot]]}, {"annotations[0].text": f"co-activation, MoE layer {layer}"}, [0]]}
             for slot, layer in enumerate(layers)
         ]  # fmt: skip
+        menus = [{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.12}]
         fig.update_layout(
             title=f"Which experts fire together, and the routes tokens take ({self.summary()})",
-            updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.12}],
             height=max(420, 28 * len(paths) + 160),
             margin={"l": 60, "r": 20, "t": 100, "b": 50},
             legend={"orientation": "h", "y": -0.12},
@@ -164,10 +179,14 @@ class ExpertRoutingView(View):
         fig.update_yaxes(title_text="expert", autorange="reversed", row=1, col=1)
         fig.update_xaxes(title_text="share of the modality's positions", tickformat=".0%", row=1, col=2)
         fig.update_yaxes(autorange="reversed", row=1, col=2)
-        return fig
+        return fig, menus
 
     def sections(self) -> list[tuple[str, object]]:
-        return [("", self.figure_for_html()), ("Co-activation and routes", self.coactivation_figure())]
+        coactivation, menus = self._coactivation(8)
+        return [
+            ("", self.figure_for_html()),
+            ("Co-activation and routes", render.with_layout(coactivation, updatemenus=menus)),
+        ]
 
     def _load_trace(self, group: str) -> go.Heatmap:
         counts = self.loads[group]
@@ -238,7 +257,7 @@ class ExpertRoutingView(View):
 
     def _strip_trace(self) -> go.Heatmap:
         return go.Heatmap(
-            z=self.strip.expert.astype(np.int16),
+            z=np.where(self.strip.expert >= 0, self.strip.expert, np.nan).astype(np.float32),  # gap: dropped in LLM
             x=self._columns(),
             y=[f"L{layer}" for layer in self.layers],
             customdata=self.strip.share.astype(np.float32),

@@ -58,7 +58,7 @@ class ExpertStrip:
     Attributes:
         layers: MoE layer numbers (rows).
         expert: `(layers, columns)` int: the top-weighted expert of the column's position (for a bin, the one most
-            positions of the bin chose first).
+            positions of the bin chose first); -1 where the layer saw none of them (an in-LLM reducer dropped them).
         share: `(layers, columns)` float: share of the bin's positions whose top expert that is (1 when unbinned).
         start, stop: `(columns,)` first and one-past-last LLM position of each column.
         modality: `(columns,)` modality of the column's positions ("mixed" when a bin spans several).
@@ -86,21 +86,24 @@ def top_expert_strip(routing, max_columns: int = 1024) -> ExpertStrip:
     experts = np.asarray(routing.experts)  # (L, P, k)
     weights = np.asarray(routing.weights, dtype=np.float32)
     layers, positions, _ = experts.shape
-    top = np.take_along_axis(experts, weights.argmax(-1)[..., None], axis=-1)[..., 0]  # (L, P)
+    top = np.take_along_axis(experts, np.nan_to_num(weights, nan=0.0).argmax(-1)[..., None], axis=-1)[..., 0]  # (L, P)
+    present = top >= 0  # False where an in-LLM reducer dropped the position before the layer (experts -1)
     modality = routing.token_map.by_position("modality")[:positions]
     columns = min(positions, max(1, int(max_columns)))
     edges = np.linspace(0, positions, columns + 1).round().astype(np.int64)
     start, stop = edges[:-1], edges[1:]
     if columns == positions:
-        return ExpertStrip(list(routing.layers), top, np.ones(top.shape), start, stop, modality.astype(object))
+        return ExpertStrip(list(routing.layers), top, present.astype(np.float64), start, stop, modality.astype(object))
     column_of = np.repeat(np.arange(columns), stop - start)  # (P,)
     expert = np.zeros((layers, columns), dtype=np.int64)
     share = np.zeros((layers, columns))
     sizes = (stop - start).astype(np.float64)
     for slot in range(layers):
-        counts = np.bincount(column_of * routing.num_experts + top[slot], minlength=columns * routing.num_experts)
-        counts = counts.reshape(columns, routing.num_experts)
-        expert[slot] = counts.argmax(1)
+        seen = present[slot]
+        counts = np.bincount(
+            column_of[seen] * routing.num_experts + top[slot, seen], minlength=columns * routing.num_experts
+        ).reshape(columns, routing.num_experts)
+        expert[slot] = np.where(counts.max(1) > 0, counts.argmax(1), -1)
         share[slot] = counts.max(1) / sizes
     labels = np.empty(columns, dtype=object)
     for index, (first, last) in enumerate(zip(start, stop, strict=True)):

@@ -36,6 +36,16 @@ from .token_reduction_data import (
 )
 
 PANEL_TRACES = ("picture", "shading", "kept", "merged", "pruned", "links", "scores", "current")
+# What a frame changes in each panel trace (plotly merges a frame's trace dicts into the traces): the styling shared
+# by every panel travels once, in the figure's own traces.
+_FRAME_KEYS = (
+    ("source", "z", "dx", "dy", "x0", "y0"),
+    ("z", "x0", "dx", "y0", "dy"),
+    *[("x", "y", "customdata", "hovertemplate", "marker")] * 3,
+    ("x", "y"),
+    ("z", "showscale"),
+    ("x", "y", "hovertemplate"),
+)
 _SHADING = [  # status_grid's codes: 0 pruned, 1 merged
     [0.0, DROPPED_SHADE],
     [0.5, DROPPED_SHADE],
@@ -123,13 +133,18 @@ class TokenReductionMap(View):
         for long videos (validation dominates the cost of a 128-tubelet figure)."""
         fig = self._base_figure(panel)
         fig.update_layout(sliders=[self._slider(panel)])
-        return render.with_frames(fig, self._frames())
+        return render.with_frames(fig, self._frames(changes_only=True))
 
-    def _frames(self) -> list[dict]:
+    def _frames(self, changes_only: bool = False) -> list[dict]:
+        """One frame per panel: its whole traces (validated figures need their types), or with `changes_only`
+        what differs between panels (`_FRAME_KEYS`; a saved page's frames, merged into the traces by plotly.js)."""
         return [
             {
                 "name": str(index),
-                "data": self._panel_traces(index),
+                "data": [
+                    {key: trace[key] for key in keys if key in trace} if changes_only else trace
+                    for trace, keys in zip(self._panel_traces(index), _FRAME_KEYS, strict=True)
+                ],
                 "traces": list(range(len(PANEL_TRACES))),
                 "layout": self._panel_layout(index),
             }
@@ -246,10 +261,10 @@ class TokenReductionMap(View):
             "x": np.column_stack([merged.cx, merged.target_cx, gaps]).reshape(-1).astype(np.float32),
             "y": np.column_stack([merged.cy, merged.target_cy, gaps]).reshape(-1).astype(np.float32),
         }
-        grid = score_grid(self.token_map["score"], panel)
+        grid = score_grid(self.token_map["score"], panel).astype(np.float32)
         return [
             {},
-            {"z": status_grid(self.token_map, panel)},
+            {"z": status_grid(self.token_map, panel).astype(np.float32)},
             *marks,
             links,
             {"z": grid, "showscale": bool(np.isfinite(grid).any())},
@@ -298,7 +313,7 @@ class TokenReductionMap(View):
                     "color": STATUS_COLOURS[status],
                     "line": {"width": 1.6, "color": STATUS_COLOURS[status]},
                 },
-                "hovertemplate": _hover(status, panel.label),
+                "hovertemplate": _hover(status, panel),
                 **properties,
             }
             for status, properties in zip(STATUSES, changing[2:5], strict=True)
@@ -472,15 +487,17 @@ def _marker_size(panel: MediaPanel) -> int:
 
 
 def _provenance(tokens) -> np.ndarray:
-    """`(n, 9)` float32 hover data: row, grid row, grid col, x0, y0, x1, y1, score, merged_into."""
-    columns = ("row", "grid_row", "grid_col", "x0", "y0", "x1", "y1", "score", "merged_into")
+    """`(n, 5)` float32 hover data: row, grid row, grid col, score, merged_into (the box is the point's cell: its
+    centre is the point, its size the panel's cell, both in the hover text)."""
+    columns = ("row", "grid_row", "grid_col", "score", "merged_into")
     return np.column_stack([tokens[name].to_numpy(np.float32) for name in columns]).astype(np.float32)
 
 
-def _hover(status: str, where: str) -> str:
-    merged = "<br>merged into row %{customdata[8]}" if status == "merged" else ""
+def _hover(status: str, panel: MediaPanel) -> str:
+    merged = "<br>merged into row %{customdata[4]}" if status == "merged" else ""
+    cell_w, cell_h = panel.cell
     return (
-        f"<b>{status}</b> · row %{{customdata[0]}}<br>{where}<br>cell (%{{customdata[1]}}, %{{customdata[2]}})"
-        "<br>box x %{customdata[3]:.0f}–%{customdata[5]:.0f}, y %{customdata[4]:.0f}–%{customdata[6]:.0f}"
-        f"<br>score %{{customdata[7]:.4g}}{merged}<extra></extra>"
+        f"<b>{status}</b> · row %{{customdata[0]}}<br>{panel.label}<br>cell (%{{customdata[1]}}, %{{customdata[2]}})"
+        f"<br>box {cell_w:.4g} × {cell_h:.4g} px centred at x %{{x:.1f}}, y %{{y:.1f}}"
+        f"<br>score %{{customdata[3]:.4g}}{merged}<extra></extra>"
     )
