@@ -48,12 +48,21 @@ def twin_lab():
 
 
 # pytest-xdist (`--dist loadgroup` in pyproject.toml) keeps each test module on one worker, so its module fixtures
-# (servers, the Ray cluster) start once. The modules that start Ray and the ones that start Jupyter kernels share one
-# group, so they never run at once: in three full-suite runs that had them on two workers at the same time, the Ray
-# study and the JupyterLab test hung (Ray restarting workers, the page's renderer spinning), while either alone, or
-# both modules in one run, passed. Ports picked free and then bound (Ray's, the kernels' ZMQ ports) are the suspect.
-SERIAL_GROUP = "ray-and-jupyter-kernels"
-SERIAL_MODULES = {"test_cluster.py", "test_notebooks.py", "test_widgets_browser.py"}
+# (servers, the Ray cluster) start once. The modules that start Ray, Jupyter kernels or a browser against a local
+# server share one group and so run one after another, as they did before the suite ran on two workers: in full-suite
+# runs with two of them on different workers at once, the Ray study, the JupyterLab test and the Compare browser test
+# each hung (the page's renderer spinning, Ray restarting workers, an answer that never streamed), while every one of
+# them passes alone or beside its own kind. Ports picked free and then bound (Ray's, the kernels' ZMQ ports, the test
+# servers') are the suspect; the cause is not proven.
+SERIAL_GROUP = "ray-kernels-browsers"
+SERIAL_MODULES = {
+    "test_cluster.py",
+    "test_notebooks.py",
+    "test_widgets_browser.py",
+    "test_playground_browser.py",
+    "test_playground_compare_browser.py",
+    "test_playground_chat_browser.py",
+}
 
 
 def pytest_collection_modifyitems(config, items):
