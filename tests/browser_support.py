@@ -195,7 +195,7 @@ def jupyterlab_server(root: Path, timeout_s: float = 90.0):
         "IPYTHONDIR": str(home / "ipython"),
         "JUPYTER_PLATFORM_DIRS": "1",
         "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),  # the xdist worker's share
     }
     notifications = home / "settings" / "@jupyterlab" / "apputils-extension"
     notifications.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Under pytest-xdist (the README's test command runs one worker per core) each worker gets its share of the cores.
+# Under pytest-xdist (the README's test command runs one worker per core) each worker gets its share of the cores,
+# and so does every process it starts (notebook kernels, CLI and server subprocesses): a kernel on two OpenMP threads
+# beside a busy worker on a 2-core machine ran its notebook 6-10x slower than alone.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+torch.set_num_threads(THREADS)
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # set, not defaulted: the workers inherit the controller's value
+    os.environ[_name] = str(THREADS)
 
 # One headless Chromium for the whole session, shared by every browser test (Playwright's sync API allows one at a
 # time per thread, so each test module must not define its own).
@@ -47,28 +52,49 @@ def twin_lab():
     return ol.load("toy")
 
 
-# pytest-xdist (`--dist loadgroup` in pyproject.toml) keeps each test module on one worker, so its module fixtures
-# (servers, the Ray cluster) start once. The modules that start Ray, Jupyter kernels or a browser against a local
-# server share one group and so run one after another, as they did before the suite ran on two workers: in full-suite
-# runs with two of them on different workers at once, the Ray study, the JupyterLab test and the Compare browser test
-# each hung (the page's renderer spinning, Ray restarting workers, an answer that never streamed), while every one of
-# them passes alone or beside its own kind. Ports picked free and then bound (Ray's, the kernels' ZMQ ports, the test
-# servers') are the suspect; the cause is not proven.
-SERIAL_GROUP = "ray-kernels-browsers"
-SERIAL_MODULES = {
+# pytest-xdist (`-n auto --dist loadscope` in pyproject.toml) hands each worker whole units of tests: a module, so its
+# module fixtures (servers, the Ray cluster) start once, except that every notebook is a unit of its own, so the
+# notebooks (the longest tests) spread over the workers. Units go out longest first (`LONGEST_FIRST`, then collection
+# order), so no worker is left with a long one at the end. xdist's own `--dist loadgroup` cannot do this with pytest 9:
+# it writes the group into `item._nodeid`, which pytest 9 no longer reads, so every test was scheduled on its own.
+LONGEST_FIRST = (
+    "test_notebooks.py::test_notebook_runs_on_the_toy_twin",
     "test_cluster.py",
     "test_notebooks.py",
-    "test_widgets_browser.py",
-    "test_playground_browser.py",
     "test_playground_compare_browser.py",
-    "test_playground_chat_browser.py",
-}
+    "test_widgets_browser.py",
+    "test_toy_training.py",
+    "test_playground.py",
+)
+
+
+def _unit(nodeid: str) -> str:
+    """The scheduling unit of a test id: its module, or the test itself for a notebook run."""
+    module, _, rest = nodeid.partition("::")
+    return nodeid if rest.startswith("test_notebook_runs_on_the_toy_twin") else module
+
+
+def _rank(nodeid: str) -> int:
+    name = nodeid.split("/")[-1]
+    return next((rank for rank, prefix in enumerate(LONGEST_FIRST) if name.startswith(prefix)), len(LONGEST_FIRST))
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP if module in SERIAL_MODULES else module))
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: collection order within a rank
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the longest-first order of the collection
+    return Units(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)

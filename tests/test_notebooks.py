@@ -178,7 +178,8 @@ def test_notebooks_command_serves_jupyterlab_on_localhost(tmp_path):
 @contextlib.contextmanager
 def private_kernel(base: Path):
     """Environment for nbclient: a `python3` kernelspec running this interpreter under `base`, private Jupyter and
-    IPython folders, the hub offline, two torch threads. Used by the tests and by docs/notebooks/make_pictures.py."""
+    IPython folders, the hub offline, two torch threads (an xdist worker's share under pytest). Used by the tests and
+    by docs/notebooks/make_pictures.py."""
     spec_dir = base / "path" / "kernels" / "python3"
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
@@ -195,7 +196,7 @@ def private_kernel(base: Path):
         patch.setenv("JUPYTER_PLATFORM_DIRS", "1")
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("TRANSFORMERS_VERBOSITY", "error")
-        patch.setenv("OMP_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
+        patch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(min(2, os.cpu_count() or 1))))
         yield
 
 
