@@ -3,7 +3,7 @@
 Starts `omni-lab playground` (the toy twin by default) in a subprocess on a free localhost port, then with
 gradio_client:
 1. time from submit to the first streamed answer token, for an image question and for a video + audio question
-   (median and spread over `--trials` requests, after one warm-up each); the server's own figure (request start to
+   (median, p90 and spread over `--trials` requests, after one warm-up each); the server's own figure (request start to
    first token, from the stats) is printed beside it, so queue and transport overhead is visible;
 2. requests per minute sustained by `--clients` concurrent clients (10 by default), each cycling through the shipped
    examples for `--requests-per-client` requests; every answer is checked against the example's known answer;
@@ -167,7 +167,11 @@ def measure_throughput(url: str, examples, clients: int, per_client: int) -> tup
 
 def describe(values: list[float]) -> str:
     values = sorted(values)
-    return f"median {statistics.median(values):.3f} s (min {values[0]:.3f}, max {values[-1]:.3f}, n={len(values)})"
+    p90 = statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
+    return (
+        f"median {statistics.median(values):.3f} s, p90 {p90:.3f} s (min {values[0]:.3f}, max {values[-1]:.3f}, "
+        f"n={len(values)})"
+    )
 
 
 def main() -> int:

@@ -21,6 +21,7 @@ parameter accounting in accounting.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 
@@ -687,7 +688,9 @@ class Lab:
             captures=Captures(results.captures),
             cache=results.cache,
             interventions=list(options.interventions or []),
-            ledger=build_ledger(asked, reducers, token_map, self.processor, config=self.config, llm_stages=stages),
+            build_ledger=functools.partial(
+                build_ledger, asked, reducers, token_map, self.processor, config=self.config, llm_stages=stages
+            ),
             options=options,
         )
 

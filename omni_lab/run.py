@@ -7,6 +7,7 @@ run.to_dict()                       # JSON-able summary, with the options that r
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -65,8 +66,10 @@ class Run:
             kind, position, residual_norm, mixer_norm, cosine); None when not captured.
         cache: {hook name: tensor} of the activations asked for with `cache=[...]`.
         interventions: the interventions that acted.
-        ledger: `ReductionLedger`: every reduction stage of every media item, and the tokens each dropped.
+        ledger: `ReductionLedger`: every reduction stage of every media item, and the tokens each dropped (built on
+            first access: a run that never reads it does not pay for it).
         options: the `RunOptions` it ran with.
+        build_ledger: the function that builds `ledger` (`Lab.run` passes it; None: no ledger).
     """
 
     prompt: object
@@ -82,8 +85,12 @@ class Run:
     captures: Captures = field(default_factory=Captures)
     cache: dict = field(default_factory=dict)
     interventions: list = field(default_factory=list)
-    ledger: object = None
     options: RunOptions | None = None
+    build_ledger: object = field(default=None, repr=False)  # a function building `ledger` (on first access)
+
+    @functools.cached_property
+    def ledger(self):
+        return None if self.build_ledger is None else self.build_ledger()
 
     @property
     def routing(self):

@@ -74,3 +74,21 @@ def test_reusing_encoded_media_gives_the_same_run(small_lab):
     other = small_lab.prompt("Else?", images=[synth.image_array(64, 64)])
     with pytest.raises(ol.OmniLabInputError, match="another prompt"):
         small_lab.run(other, encoded=encoded)
+
+
+def test_the_ledger_is_built_on_first_access_only_and_equals_one_built_from_the_run(small_lab, monkeypatch):
+    import pandas as pd
+
+    import omni_lab.lab as lab_module
+    from omni_lab.reduction.ledger import build_ledger
+
+    built = []
+    monkeypatch.setattr(lab_module, "build_ledger", lambda *args, **kw: built.append(1) or build_ledger(*args, **kw))
+    prompt = small_lab.prompt("What?", video=VideoClip(synth.moving_square_frames(9, 96, 64), fps=3.0))
+    run = small_lab.run(prompt, max_new_tokens=2, reducer=ol.reducers.EVS(0.5))
+    assert built == []  # the run itself did not build it
+    ledger = run.ledger
+    assert built == [1] and run.ledger is ledger  # built once, on first access
+    expected = build_ledger(prompt, run.reducers, run.token_map, small_lab.processor, config=small_lab.config)
+    pd.testing.assert_frame_equal(ledger.stages, expected.stages)
+    assert run.to_dict()["flops"] == expected.flops_summary() and built == [1]
