@@ -6,7 +6,9 @@ from a file, in an nbconvert export, a GitHub preview or VS Code without a kerne
 that need no kernel (frame scrubbers, layer sliders, dropdowns) are plotly's own sliders, frames and buttons.
 
 A saved page (`page`) carries plotly.js once, gzip-compressed (4.6 MiB of JavaScript in 1.9 MiB of base64): the
-browser inflates it with its own `DecompressionStream` and every figure's script waits for it (`omniLabPlotly`).
+browser inflates it with its own `DecompressionStream` and every figure's script waits for it (`omniLabPlotly`). A
+figure whose script is larger than `COMPRESS_SCRIPT_BYTES` ships gzip-compressed the same way (`omniLabRun`): at the
+real model's scale the Dashboard's figures hold 6.0 MiB of JSON that compresses to 1.7 MiB, nothing dropped.
 Arrays travel in plotly's binary form (numpy arrays become base64 typed arrays), so figures pass numpy arrays of
 compact dtypes, never Python lists.
 """
@@ -26,6 +28,7 @@ ANIMATE_NOW = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "t
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["sendDataToCloud"]}
 TEMPLATE = "plotly_white"
 LIVE_WIDTH = 980  # px: FigureWidgets do not follow their output area's width, so live figures get one
+COMPRESS_SCRIPT_BYTES = 16 * 1024  # a page's figure script larger than this ships gzip-compressed (`after_plotlyjs`)
 
 
 def picture_uri(pixels: np.ndarray, quality: int = 82) -> str:
@@ -135,28 +138,43 @@ def compressed_plotlyjs() -> str:
     gzip-compressed and inflated by the browser (`DecompressionStream`, no network); built once per process."""
     from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
-    packed = base64.b64encode(gzip.compress(get_plotlyjs().encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+    packed = _packed(get_plotlyjs(), level=9)
     return (
         f"<script>/** inline, gzip-compressed and base64-encoded:\n* plotly.js v{get_plotlyjs_version()} */\n"
         "window.PlotlyConfig = {MathJaxConfig: 'local'};\n"
-        "window.omniLabPlotly = (async function () {\n"
-        f'  const packed = atob("{packed}");\n'
-        "  const bytes = new Uint8Array(packed.length);\n"
-        "  for (let i = 0; i < packed.length; i++) bytes[i] = packed.charCodeAt(i);\n"
+        "window.omniLabInflate = async function (packed) {  // base64 of gzip -> text, in the browser\n"
+        "  const text = atob(packed);\n"
+        "  const bytes = new Uint8Array(text.length);\n"
+        "  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);\n"
         "  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));\n"
+        "  return await new Response(stream).text();\n"
+        "};\n"
+        "window.omniLabRun = async function (packed, wrap) {  // runs compressed code as a script of the page\n"
+        "  const code = await window.omniLabInflate(packed);\n"
         "  const script = document.createElement('script');\n"
-        "  script.textContent = await new Response(stream).text();\n"
-        "  document.head.appendChild(script);  // runs plotly.js now, in the page's global scope\n"
-        "})();</script>"
+        "  script.textContent = wrap ? '(function () {' + code + '\\n})();' : code;\n"
+        "  document.head.appendChild(script);\n"
+        "};\n"
+        f'window.omniLabPlotly = window.omniLabRun("{packed}", false);  // plotly.js, in the global scope\n'
+        "</script>"
     )
 
 
+def _packed(text: str, level: int = 6) -> str:
+    """`text` gzip-compressed (no timestamp: the same text gives the same page) and base64-encoded."""
+    return base64.b64encode(gzip.compress(text.encode("utf-8"), compresslevel=level, mtime=0)).decode("ascii")
+
+
 def after_plotlyjs(fragment: str) -> str:
-    """A `figure_div(..., include_plotlyjs=False)` fragment whose one script waits for `compressed_plotlyjs`."""
+    """A `figure_div(..., include_plotlyjs=False)` fragment whose one script waits for `compressed_plotlyjs`; a
+    script larger than `COMPRESS_SCRIPT_BYTES` ships gzip-compressed and runs as its own function once inflated."""
     head, opening, rest = fragment.partition("<script>")
     body, closing, tail = rest.rpartition("</script>")
     if not opening or not closing or "<script" in body:
         raise ValueError("expected a figure fragment with exactly one <script>")
+    if len(body) > COMPRESS_SCRIPT_BYTES:
+        run = f'window.omniLabRun("{_packed(body)}", true)'
+        return f"{head}<script>window.omniLabPlotly.then(function () {{ return {run}; }});</script>{tail}"
     return f"{head}<script>window.omniLabPlotly.then(function () {{{body}}});</script>{tail}"
 
 
