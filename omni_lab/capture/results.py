@@ -82,28 +82,30 @@ class Routing:
         import pandas as pd
 
         groups, column = self._groups(by)
-        frames = []
+        codes, names = pd.factorize(pd.Series(groups, dtype=object), sort=False)  # groups in order of appearance
+        layers, experts_n, groups_n = len(self.layers), self.num_experts, len(names)
         experts = self.experts.numpy()
         weights = self.weights.float().numpy()
-        for slot, layer in enumerate(self.layers):
-            for group in dict.fromkeys(groups):
-                mask = (groups == group) & self.present(slot)
-                chosen = experts[slot, mask].reshape(-1)
-                counts = np.bincount(chosen, minlength=self.num_experts)
-                summed = np.bincount(chosen, weights=weights[slot, mask].reshape(-1), minlength=self.num_experts)
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "layer": layer,
-                            "expert": np.arange(self.num_experts),
-                            column: group,
-                            "count": counts,
-                            "share": counts / max(1, counts.sum()),
-                            "weight": summed,
-                        }
-                    )
-                )
-        return pd.concat(frames, ignore_index=True)
+        counts = np.zeros((layers, groups_n * experts_n), dtype=np.int64)
+        summed = np.zeros((layers, groups_n * experts_n))
+        for slot in range(layers):  # one bincount per layer over (group, expert) pairs
+            mask = self.present(slot)
+            keys = (codes[mask][:, None] * experts_n + experts[slot, mask]).reshape(-1)
+            counts[slot] = np.bincount(keys, minlength=groups_n * experts_n)
+            summed[slot] = np.bincount(keys, weights=weights[slot, mask].reshape(-1), minlength=groups_n * experts_n)
+        counts = counts.reshape(layers, groups_n, experts_n)
+        labels = np.empty(groups_n, dtype=object)
+        labels[:] = list(names)  # tuples stay whole labels
+        return pd.DataFrame(
+            {
+                "layer": np.repeat(np.asarray(self.layers), groups_n * experts_n),
+                "expert": np.tile(np.arange(experts_n), layers * groups_n),
+                column: pd.Series(np.tile(np.repeat(labels, experts_n), layers)).infer_objects(),
+                "count": counts.reshape(-1),
+                "share": (counts / np.maximum(1, counts.sum(-1, keepdims=True))).reshape(-1),
+                "weight": summed.reshape(-1),
+            }
+        )
 
     def entropy(self, by="modality"):
         """Entropy (bits) of the expert-load distribution per layer and group: high = spread, low = specialised.
