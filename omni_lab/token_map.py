@@ -118,6 +118,7 @@ class TokenMap:
         self._columns = {name: columns[name] for name in COLUMNS}
         self._df = None
         self._position_rows = None
+        self._partitions: dict = {}  # partitions by a hashable (by, grid, seconds): several views ask for the same
 
     # ------------------------------------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -213,7 +214,14 @@ class TokenMap:
         """
         from .partition import partition
 
-        return partition(self, by, grid=grid, seconds=seconds)
+        try:
+            key = (by, grid, seconds)
+            hash(key)
+        except TypeError:  # {name: mask} groups, a list grid: computed each time
+            return partition(self, by, grid=grid, seconds=seconds)
+        if key not in self._partitions:
+            self._partitions[key] = partition(self, by, grid=grid, seconds=seconds)
+        return self._partitions[key]
 
     def status(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Per row (or per given row): "kept" (the LLM saw it), "merged" (dropped, its embedding averaged into a kept

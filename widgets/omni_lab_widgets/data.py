@@ -6,7 +6,7 @@ modules only aggregate it to the size of the picture, so a real-model run (52 la
 256-frame video) never ships per-position arrays larger than the view.
 
     panels.py                media_panels / MediaPanel / panel_pixels / score_grid / media_coverage   maps, overlays
-    token_reduction_data.py  panel_tokens / status_grid / reduction_counts / reducer_choices         TokenReductionMap
+    token_reduction_data.py  panel_tokens / token_arrays / status_grid / reduction_counts            TokenReductionMap
     routing_data.py          expert_loads / routing_entropy / top_expert_strip / token_choices       ExpertRoutingView
     attention_data.py        modality_mass / head_mass / segment_mass / query_choices            ModalityAttentionView
     audio_data.py            audio_waveform / audio_mel / audio_tokens / pruned_spans / audio_mass     AudioTimeline
@@ -28,6 +28,7 @@ from .token_reduction_data import (
     reduction_counts,
     slider_setting,
     status_grid,
+    token_arrays,
 )
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "shrink",
     "slider_setting",
     "status_grid",
+    "token_arrays",
     "text_scores",
     "token_choices",
     "top_expert_strip",

@@ -28,11 +28,11 @@ from .palette import DROPPED_SHADE, STATUS_COLOURS, translucent
 from .panels import MediaPanel, media_panels, panel_pixels, score_grid
 from .token_reduction_data import (
     make_reducer,
-    panel_tokens,
     reducer_choices,
     reduction_counts,
     slider_setting,
     status_grid,
+    token_arrays,
 )
 
 PANEL_TRACES = ("picture", "shading", "kept", "merged", "pruned", "links", "scores", "current")
@@ -138,6 +138,7 @@ class TokenReductionMap(View):
     def _frames(self, changes_only: bool = False) -> list[dict]:
         """One frame per panel: its whole traces (validated figures need their types), or with `changes_only`
         what differs between panels (`_FRAME_KEYS`; a saved page's frames, merged into the traces by plotly.js)."""
+        counts = self.counts()  # every panel's counts at once, for the frames' titles
         return [
             {
                 "name": str(index),
@@ -146,7 +147,7 @@ class TokenReductionMap(View):
                     for trace, keys in zip(self._panel_traces(index), _FRAME_KEYS, strict=True)
                 ],
                 "traces": list(range(len(PANEL_TRACES))),
-                "layout": self._panel_layout(index),
+                "layout": self._panel_layout(index, counts.iloc[index]),
             }
             for index in range(len(self.panels))
         ]
@@ -229,10 +230,13 @@ class TokenReductionMap(View):
         fig.update_yaxes(title_text="tokens", row=2, col=1)
         return fig
 
-    def _panel_layout(self, index: int) -> dict:
+    def _panel_layout(self, index: int, counts=None) -> dict:
+        """The layout a panel's frame sets: its title (with `counts`, the panel's `counts()` row, computed when not
+        given) and its axes' ranges."""
         panel = self.panels[index]
         width, height = panel.size
-        counts = reduction_counts(self.token_map, [panel]).iloc[0]
+        if counts is None:
+            counts = reduction_counts(self.token_map, [panel]).iloc[0]
         title = (
             f"{self.title}: {panel.label} — {counts.kept} kept, {counts.merged} merged, {counts.pruned} pruned "
             f"of {counts.tokens} · {self.reducer!r}"
@@ -248,18 +252,24 @@ class TokenReductionMap(View):
     def _token_properties(self, index: int) -> list[dict]:
         """What a reduction changes in each panel trace (`PANEL_TRACES` order): shading, marks, links, scores."""
         panel = self.panels[index]
-        tokens = panel_tokens(self.token_map, panel)
+        tokens = token_arrays(self.token_map, panel)
         marks = []
         for status in STATUSES:
-            mine = tokens[tokens.status == status]
+            mine = tokens["status"] == status
             marks.append(
-                {"x": mine.cx.to_numpy(np.float32), "y": mine.cy.to_numpy(np.float32), "customdata": _provenance(mine)}
+                {
+                    "x": tokens["cx"][mine].astype(np.float32),
+                    "y": tokens["cy"][mine].astype(np.float32),
+                    "customdata": _provenance(tokens, mine),
+                }
             )
-        merged = tokens[tokens.status == "merged"]
-        gaps = np.full(len(merged), np.nan)
+        merged = tokens["status"] == "merged"
+        gaps = np.full(int(merged.sum()), np.nan)
         links = {
-            "x": np.column_stack([merged.cx, merged.target_cx, gaps]).reshape(-1).astype(np.float32),
-            "y": np.column_stack([merged.cy, merged.target_cy, gaps]).reshape(-1).astype(np.float32),
+            axis: np.column_stack([tokens[f"c{axis}"][merged], tokens[f"target_c{axis}"][merged], gaps])
+            .reshape(-1)
+            .astype(np.float32)
+            for axis in ("x", "y")
         }
         grid = score_grid(self.token_map["score"], panel).astype(np.float32)
         return [
@@ -486,11 +496,12 @@ def _marker_size(panel: MediaPanel) -> int:
     return int(np.clip(300 / max(panel.grid), 4, 14))
 
 
-def _provenance(tokens) -> np.ndarray:
-    """`(n, 5)` float32 hover data: row, grid row, grid col, score, merged_into (the box is the point's cell: its
-    centre is the point, its size the panel's cell, both in the hover text)."""
+def _provenance(tokens: dict, mask: np.ndarray) -> np.ndarray:
+    """`(n, 5)` float32 hover data of the `mask`ed tokens (`token_arrays`): row, grid row, grid col, score,
+    merged_into (the box is the point's cell: its centre is the point, its size the panel's cell, both in the hover
+    text)."""
     columns = ("row", "grid_row", "grid_col", "score", "merged_into")
-    return np.column_stack([tokens[name].to_numpy(np.float32) for name in columns]).astype(np.float32)
+    return np.column_stack([np.asarray(tokens[name][mask], dtype=np.float32) for name in columns]).astype(np.float32)
 
 
 def _hover(status: str, panel: MediaPanel) -> str:

@@ -19,6 +19,35 @@ from .panels import MediaPanel
 RATE_REDUCERS = {cls.__name__: cls for cls in REDUCER_NAMES.values()}
 
 
+def token_arrays(token_map, panel: MediaPanel) -> dict[str, np.ndarray]:
+    """The numeric columns of `panel_tokens` as arrays, row to target_tubelet (no DataFrame, no frame text): what the
+    map's traces read for each of a long clip's panels."""
+    rows = panel.rows
+    x0, y0, x1, y1 = (token_map[name][rows] for name in ("x0", "y0", "x1", "y1"))
+    merged_into = token_map["merged_into"][rows]
+    has_target = merged_into >= 0
+    target = np.where(has_target, merged_into, 0)
+    status = token_map.status(rows)
+    return {
+        "row": rows,
+        "grid_row": token_map["row"][rows],
+        "grid_col": token_map["col"][rows],
+        "x0": x0,
+        "y0": y0,
+        "x1": x1,
+        "y1": y1,
+        "cx": (x0 + x1) / 2,
+        "cy": (y0 + y1) / 2,
+        "status": status,
+        "kept": status == "kept",
+        "score": token_map["score"][rows],
+        "merged_into": merged_into,
+        "target_cx": np.where(has_target, (token_map["x0"][target] + token_map["x1"][target]) / 2, np.nan),
+        "target_cy": np.where(has_target, (token_map["y0"][target] + token_map["y1"][target]) / 2, np.nan),
+        "target_tubelet": np.where(has_target, token_map["tubelet"][target], -1),
+    }
+
+
 def panel_tokens(token_map, panel: MediaPanel):
     """The tokens drawn on one panel with their provenance.
 
@@ -33,33 +62,11 @@ def panel_tokens(token_map, panel: MediaPanel):
     import pandas as pd
 
     rows = panel.rows
-    columns = {name: token_map[name][rows] for name in ("x0", "y0", "x1", "y1", "score", "merged_into", "t0", "t1")}
-    merged_into = columns["merged_into"]
-    has_target = merged_into >= 0
-    target = np.where(has_target, merged_into, 0)
-    target_cx = np.where(has_target, (token_map["x0"][target] + token_map["x1"][target]) / 2, np.nan)
-    target_cy = np.where(has_target, (token_map["y0"][target] + token_map["y1"][target]) / 2, np.nan)
-    status = token_map.status(rows)
     return pd.DataFrame(
         {
-            "row": rows,
-            "grid_row": token_map["row"][rows],
-            "grid_col": token_map["col"][rows],
-            "x0": columns["x0"],
-            "y0": columns["y0"],
-            "x1": columns["x1"],
-            "y1": columns["y1"],
-            "cx": (columns["x0"] + columns["x1"]) / 2,
-            "cy": (columns["y0"] + columns["y1"]) / 2,
-            "status": status,
-            "kept": status == "kept",
-            "score": columns["score"],
-            "merged_into": merged_into,
-            "target_cx": target_cx,
-            "target_cy": target_cy,
-            "target_tubelet": np.where(has_target, token_map["tubelet"][target], -1),
-            "t0": columns["t0"],
-            "t1": columns["t1"],
+            **token_arrays(token_map, panel),
+            "t0": token_map["t0"][rows],
+            "t1": token_map["t1"][rows],
             "frames": ["-".join(map(str, frames)) for frames in token_map["frames"][rows]],
             "dropped_at_layer": token_map["dropped_at_layer"][rows],
         }
