@@ -57,13 +57,14 @@ def twin_lab():
 # notebooks (the longest tests) spread over the workers. Units go out longest first (`LONGEST_FIRST`, then collection
 # order), so no worker is left with a long one at the end. xdist's own `--dist loadgroup` cannot do this with pytest 9:
 # it writes the group into `item._nodeid`, which pytest 9 no longer reads, so every test was scheduled on its own.
-LONGEST_FIRST = (
+LONGEST_FIRST = (  # by their seconds in a full run on this 2-core machine
     "test_notebooks.py::test_notebook_runs_on_the_toy_twin",
     "test_cluster.py",
     "test_notebooks.py",
-    "test_playground_compare_browser.py",
     "test_widgets_browser.py",
-    "test_toy_training.py",
+    "test_toy.py",
+    "test_playground_compare_browser.py",
+    "test_toy_shapesworld.py",
     "test_playground.py",
 )
 
@@ -75,7 +76,8 @@ def _unit(nodeid: str) -> str:
 
 
 def _rank(nodeid: str) -> int:
-    name = nodeid.split("/")[-1]
+    path, _, rest = nodeid.partition("::")
+    name = f"{path.rsplit('/', 1)[-1]}::{rest}"  # the module's file name and the test (whose id may hold "/")
     return next((rank for rank, prefix in enumerate(LONGEST_FIRST) if name.startswith(prefix)), len(LONGEST_FIRST))
 
 
