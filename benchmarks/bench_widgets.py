@@ -42,10 +42,10 @@ Issue 26, item 4, on the 2-core shared machine (heavily loaded: wall times are l
    AudioTimeline                  2.76 -> 2.57 MiB   0.05 + 0.10 s
    Dashboard (one page)           7.89 -> 4.16 MiB   2.57 s (2.56 s CPU)
    The real-scale Dashboard page opens offline in Chromium and draws its five figures in 3.4 s, no request made.
-   Then the build: `Routing.load` in one bincount per layer, partitions memoised per token map, the reduction map's
-   traces from arrays (`token_arrays`) and its counts once: Dashboard build + write 2.17-2.51 s over five runs
-   (target 2 s: the 128 panels' pictures, ~0.35 s, and the partition's per-row loop, ~0.15 s, are most of what is
-   left).
+   Then the build: `Routing.load` in one bincount per layer, partitions computed once per token map
+   (`GroupBy.apply`, `TokenMap.cached`), the reduction map's traces from arrays (`token_arrays`) and its counts
+   once: Dashboard build + write 1.88-2.13 s over three runs (2.9 s before; target 2 s). The 128 panels' pictures
+   (~0.35 s, resize and JPEG) are most of what is left.
 """
 
 from __future__ import annotations

@@ -158,7 +158,17 @@ class GroupBy:
         return "groups" if isinstance(self.by, dict) else "+".join(self.keys)
 
     def apply(self, token_map) -> Partition:
-        """The partition of `token_map`'s rows."""
+        """The partition of `token_map`'s rows, computed once per token map for a grouping by keys (`TokenMap.cached`;
+        {name: mask} groups are computed each time)."""
+        try:
+            hash(self)  # a GroupBy built by hand may hold a list
+        except TypeError:
+            return self._partition(token_map)
+        if not hasattr(token_map, "cached"):
+            return self._partition(token_map)
+        return token_map.cached(("partition", self), lambda: self._partition(token_map))
+
+    def _partition(self, token_map) -> Partition:
         if isinstance(self.by, dict):
             units = _user_groups(token_map, self.by)
         elif self.keys == ("frame",):

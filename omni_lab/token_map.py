@@ -118,7 +118,7 @@ class TokenMap:
         self._columns = {name: columns[name] for name in COLUMNS}
         self._df = None
         self._position_rows = None
-        self._partitions: dict = {}  # partitions by a hashable (by, grid, seconds): several views ask for the same
+        self._cache: dict = {}  # `cached`
 
     # ------------------------------------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -214,14 +214,14 @@ class TokenMap:
         """
         from .partition import partition
 
-        try:
-            key = (by, grid, seconds)
-            hash(key)
-        except TypeError:  # {name: mask} groups, a list grid: computed each time
-            return partition(self, by, grid=grid, seconds=seconds)
-        if key not in self._partitions:
-            self._partitions[key] = partition(self, by, grid=grid, seconds=seconds)
-        return self._partitions[key]
+        return partition(self, by, grid=grid, seconds=seconds)
+
+    def cached(self, key, compute):
+        """`compute()`, kept on this map under `key` (a token map does not change): what several views and captures
+        derive from the same map, such as a partition (`GroupBy.apply`), is computed once."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def status(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Per row (or per given row): "kept" (the LLM saw it), "merged" (dropped, its embedding averaged into a kept

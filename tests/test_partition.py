@@ -152,3 +152,21 @@ def test_group_by_is_the_same_grouping_before_a_token_map():
     assert spec.grid == (4, 4) and spec.to_dict() == {"by": "region", "grid": [4, 4], "seconds": 1.0}
     assert spec.apply(_map()).labels == partition(_map(), "region", grid=(4, 4)).labels
     assert GroupBy.of(("item", "tubelet")).keys == ("tubelet",)
+
+
+def test_a_partition_is_computed_once_per_token_map_and_user_groups_each_time(monkeypatch):
+    import omni_lab.partition as partition_module
+
+    calls = []
+    keyed = partition_module._keyed_units
+    monkeypatch.setattr(partition_module, "_keyed_units", lambda *args: calls.append(args[1]) or keyed(*args))
+    token_map, other = _map(), _map()
+    first = token_map.partition("tubelet")
+    assert token_map.partition("tubelet") is first and GroupBy.of("tubelet").apply(token_map) is first
+    assert calls == [("tubelet",)]
+    assert other.partition("tubelet") is not first and len(calls) == 2  # another map computes its own
+    assert other.partition("tubelet").labels == first.labels
+    token_map.partition("tubelet", grid=(4, 4))  # another grouping
+    assert len(calls) == 3
+    groups = {"red": np.arange(len(token_map)) == 1}
+    assert token_map.partition(groups) is not token_map.partition(groups)  # {name: mask} groups: each time
