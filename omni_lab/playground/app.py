@@ -38,7 +38,7 @@ from . import export, handlers
 from .chat import build_chat_tab
 from .compare_tab import build_compare_tab
 from .examples import load_examples
-from .inputs import media_inputs
+from .inputs import media_inputs, new_tokens_slider, rate_slider, thinking_box
 
 CONCURRENCY_ID = "model"  # every event that runs the model joins this group: one request at a time
 DEFAULT_MAX_NEW_TOKENS = 16
@@ -83,12 +83,7 @@ def build_app(lab, settings: handlers.PlaygroundSettings | None = None) -> gr.Bl
                         )
                         with gr.Row():
                             image, video, video_audio, audio = media_inputs("", MEDIA_HEIGHT)
-                        thinking = gr.Checkbox(
-                            label="Thinking",
-                            value=False,
-                            interactive=note is None,
-                            info=note or "Let the model reason before it answers.",
-                        )
+                        thinking = thinking_box(note)
                         with gr.Row():
                             reducer = gr.Dropdown(
                                 label="Token reducer",
@@ -98,20 +93,8 @@ def build_app(lab, settings: handlers.PlaygroundSettings | None = None) -> gr.Bl
                                 "image, video, audio: random, divprune · image, video: tome, visionzip, downsample (a control) "
                                 "· inside the LLM (dropped tokens leave the later layers' panels): pyramiddrop, sparsevlm",
                             )
-                            rate = gr.Slider(
-                                label="Rate (fraction of tokens dropped)",
-                                minimum=0.0,
-                                maximum=0.95,
-                                step=0.05,
-                                value=DEFAULT_RATE,
-                            )
-                        max_new_tokens = gr.Slider(
-                            label="Max new tokens",
-                            minimum=1,
-                            maximum=settings.max_new_tokens,
-                            step=1,
-                            value=min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens),
-                        )
+                            rate = rate_slider(DEFAULT_RATE)
+                        max_new_tokens = new_tokens_slider(settings, DEFAULT_MAX_NEW_TOKENS)
                         with gr.Row():
                             submit = gr.Button("Ask", variant="primary", elem_id="ask-button")
                             clear = gr.ClearButton(value="Clear")

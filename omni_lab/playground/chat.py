@@ -25,6 +25,7 @@ from ..errors import OmniLabInputError, OmniLabModelError
 from ..modalities import MEDIA
 from . import handlers
 from .figures import figures
+from .inputs import new_tokens_slider, rate_slider, thinking_box
 
 DEFAULT_THINKING_BUDGET = 256
 TABLE_COLUMNS = ["turn", "modality", "item", "tokens", "kept"]
@@ -240,13 +241,7 @@ def build_chat_tab(lab, settings: handlers.PlaygroundSettings, *, concurrency_id
                 send = gr.Button("Send", variant="primary", elem_id="chat-send")
                 restart = gr.Button("New conversation", elem_id="chat-restart")
         with gr.Column(scale=2):
-            thinking = gr.Checkbox(
-                label="Thinking",
-                value=False,
-                interactive=reasoning is None,
-                info=reasoning or "Let the model reason before each answer.",
-                elem_id="chat-thinking",
-            )
+            thinking = thinking_box(reasoning, "Let the model reason before each answer.", elem_id="chat-thinking")
             budget = gr.Slider(
                 label="Thinking budget (most reasoning tokens, then </think>)",
                 minimum=1,
@@ -259,10 +254,8 @@ def build_chat_tab(lab, settings: handlers.PlaygroundSettings, *, concurrency_id
             reducer = gr.Dropdown(
                 label="Token reducer (every turn's media)", choices=list(handlers.REDUCERS), value="model"
             )
-            rate = gr.Slider(label="Rate (fraction of tokens dropped)", minimum=0.0, maximum=0.95, step=0.05, value=0.5)
-            new_tokens = gr.Slider(
-                label="Max new tokens", minimum=1, maximum=settings.max_new_tokens, step=1, value=max_new_tokens
-            )
+            rate = rate_slider(0.5)
+            new_tokens = new_tokens_slider(settings, max_new_tokens)
             stats = gr.JSON(label="Stats of the last turn", elem_id="chat-stats", max_height=300)
     table = gr.Dataframe(
         headers=TABLE_COLUMNS, label="Tokens per turn (before reduction, kept)", elem_id="chat-turns", interactive=False

@@ -13,7 +13,7 @@ import functools
 import gradio as gr
 
 from . import compare, export, handlers
-from .inputs import media_inputs
+from .inputs import media_inputs, new_tokens_slider, rate_slider, thinking_box
 
 MEDIA_HEIGHT = 160
 RATE_HELP = "fraction of tokens dropped; unused by model, none and random at arm A's budget"
@@ -38,15 +38,7 @@ def _arm(name: str, choice: str, rate: float):
             value=choice,
             elem_id=f"compare-reducer-{name.lower()}",
         )
-        slider = gr.Slider(
-            label=f"Arm {name}: rate",
-            info=RATE_HELP,
-            minimum=0.0,
-            maximum=0.95,
-            step=0.05,
-            value=rate,
-            elem_id=f"compare-rate-{name.lower()}",
-        )
+        slider = rate_slider(rate, label=f"Arm {name}: rate", info=RATE_HELP, elem_id=f"compare-rate-{name.lower()}")
     return reducer, slider
 
 
@@ -81,19 +73,8 @@ def build_compare_tab(
                 reducer_a, rate_a = _arm("A", *compare.DEFAULT_ARMS[0])
                 reducer_b, rate_b = _arm("B", *compare.DEFAULT_ARMS[1])
             with gr.Row():
-                tokens = gr.Slider(
-                    label="Max new tokens",
-                    minimum=1,
-                    maximum=settings.max_new_tokens,
-                    step=1,
-                    value=min(max_new_tokens, settings.max_new_tokens),
-                )
-                thinking = gr.Checkbox(
-                    label="Thinking",
-                    value=False,
-                    interactive=note is None,
-                    info=note or "Let the model reason before it answers.",
-                )
+                tokens = new_tokens_slider(settings, max_new_tokens)
+                thinking = thinking_box(note)
             with gr.Row():
                 submit = gr.Button("Compare", variant="primary", elem_id="compare-button")
                 clear = gr.ClearButton(value="Clear")
