@@ -46,6 +46,14 @@ Issue 26, item 4, on the 2-core shared machine (heavily loaded: wall times are l
    (`GroupBy.apply`, `TokenMap.cached`), the reduction map's traces from arrays (`token_arrays`) and its counts
    once: Dashboard build + write 1.88-2.13 s over three runs (2.9 s before; target 2 s). The 128 panels' pictures
    (~0.35 s, resize and JPEG) are most of what is left.
+
+   Then (quiet machine, `--skip-slider --views Dashboard --threads 1`, three runs): the panels' pictures made in a
+   thread pool (PIL releases the GIL), keyed units grouped with one `np.unique` over integer key columns and each
+   item's extent looked up once (a 644-unit tubelet x region partition of the 21K-row map: 0.82 -> 0.18 s), query rows
+   and modality codes found with numpy, `Routing.load` kept per grouping (the Dashboard asked for "modality" twice):
+   Dashboard build + write 1.80 / 1.94 / 1.99 s (CPU 1.96-2.14 s), 4.16 MiB, at the 2 s target rather than under it
+   with a margin. A profile puts most of what is left in plotly's figure construction (validation and deep copies,
+   ~0.4 s), plotly's own serialisation of arrays (~0.45 s) and the gzip of the scripts (~0.2 s).
 """
 
 from __future__ import annotations

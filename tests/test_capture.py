@@ -101,6 +101,14 @@ def test_routing_tables(small_lab):
     assert (entropy.entropy_bits >= 0).all() and (entropy.entropy_bits <= np.log2(16) + 1e-9).all()
     token = run.routing.for_token(3)
     assert len(token) == len(run.routing.layers) * top_k
+    slot = run.routing.layers.index(int(token.layer.iloc[0]))
+    assert token.expert.tolist()[:top_k] == run.routing.experts[slot, 3].tolist()
+    # a table is computed once per grouping; each caller gets its own copy
+    load.loc[:, "count"] = -1
+    again = run.routing.load(by="modality")
+    assert (again["count"] >= 0).all() and again.equals(run.routing._load("modality"))
+    masks = {"first": np.arange(len(run.token_map)) < 5}  # unhashable groups are computed each time
+    assert run.routing.load(by=masks)["count"].sum() > 0
 
 
 def test_routing_compare_matches_rows_across_a_reduced_run(small_lab):
@@ -329,6 +337,26 @@ def test_hook_names_cover_every_layer_of_the_released_architecture(full_meta_lab
         "llm.norm",
         "llm.logits",
     } <= set(names)
+
+
+def test_hook_points_are_walked_once_per_model_and_keep_model_order(small_lab):
+    """The module tree is walked once per model (`hooks._model_points`); each prompt adds its `reduce.*` points between
+    the encoders' and the LLM's, the order `expand_names` resolves globs in."""
+    from omni_lab.capture import hooks
+
+    model = small_lab.model
+    assert hooks._model_points(model) is hooks._model_points(model)
+    prompt = small_lab.prompt(
+        "Both.", images=[np.zeros((64, 64, 3), np.uint8)], video=np.zeros((4, 64, 64, 3), np.uint8)
+    )
+    names = list(hooks.hook_points(model, prompt))
+    assert names == small_lab.hook_names(prompt)
+    reduce = [name for name in names if name.startswith("reduce.")]
+    assert reduce == ["reduce.image.0", "reduce.video.0"]
+    assert names.index("audio.projector") < names.index("reduce.image.0") < names.index("llm.embed")
+    assert not any(name.startswith("reduce.") for name in small_lab.hook_names())
+    walked = hooks._walk(model)
+    assert [list(part) for part in walked] == [list(part) for part in hooks._model_points(model)]
 
 
 def test_bad_capture_requests_are_input_errors(small_lab):

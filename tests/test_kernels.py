@@ -358,6 +358,7 @@ def test_evs_retention_mask_is_identical_to_transformers(kind):
             expected = compute_retention_mask(embeds, num_tubelets, rate)
             actual = kernels.evs_retention_mask(embeds, num_tubelets, rate)
             assert actual.dtype == torch.bool and torch.equal(actual, expected), (kind, num_tubelets, tokens, rate)
+            assert torch.equal(kernels.evs_keep(scores, num_tubelets, rate), expected)  # the EVS reducer's path
             checked += 1
     assert checked == 32 * 100
     if kind in ("duplicated", "quantised"):

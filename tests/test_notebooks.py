@@ -164,7 +164,7 @@ def test_notebooks_command_serves_jupyterlab_on_localhost(tmp_path):
             with urllib.request.urlopen(request, timeout=60) as response:
                 assert response.status == 201
             deadline = time.monotonic() + 60
-            while not any("ipykernel" in " ".join(child.cmdline()) for child in server.children(recursive=True)):
+            while not any("ipykernel" in _command_line(child, psutil) for child in server.children(recursive=True)):
                 assert time.monotonic() < deadline, "the kernel never started"
                 time.sleep(0.5)
             started = server.children(recursive=True)
@@ -172,6 +172,15 @@ def test_notebooks_command_serves_jupyterlab_on_localhost(tmp_path):
             stop_process(process)
         _, alive = psutil.wait_procs(started, timeout=30)
         assert not alive, f"still running after `omni-lab notebooks` was stopped: {[p.cmdline() for p in alive]}"
+
+
+def _command_line(process, psutil) -> str:
+    """A process's command line, or "" for one that ended (or became a zombie) while JupyterLab's children were being
+    listed: a short-lived helper can exit between `children()` and `cmdline()`."""
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess is a NoSuchProcess
+        return ""
 
 
 # --------------------------------------------------------------------------------------------------- execution

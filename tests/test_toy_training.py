@@ -371,3 +371,40 @@ def test_event_read_outs_target_the_events_tokens_at_their_positions_in_the_redu
     loss.backward()
     assert model.language_model.model.layers[0].mixer.in_proj.weight.grad.abs().sum() > 0
     model.zero_grad(set_to_none=True)
+
+
+def test_clock_read_outs_label_every_media_token_with_its_time_and_read_the_layer_before_attention(twin):
+    """Stage 4's clock read-outs (`event_supervision.TIME_CLASSES`): every video and audio token is labelled with the
+    half second its window starts in and every video token with its third of the clip, counted here by hand from the
+    clip's frame times (frame i at i / 8 s, tubelets of 2 frames) and the 80 ms audio windows; the loss reads them
+    after `TIME_LAYER` (the hook captures that layer and `HIDDEN_LAYER` in one forward) and reaches the first Mamba
+    layer, which must do the counting."""
+    from omni_lab.toy.event_supervision import HIDDEN_LAYER, TIME_LAYER, EventHeads, time_targets
+
+    example = shapesworld.sample(shapesworld.eval_seed(0, "sync", 3), family="sync", task="beep_flash")
+    (item,) = batching.prepare(twin, [example])
+    truth = example.truth["events"]
+    (video_rows, video), (audio_rows, audio) = time_targets(item.prompt, truth)
+    tubelets = truth.num_frames // 2
+    assert len(video_rows) == 16 * tubelets
+    tubelet = np.repeat(np.arange(tubelets), 16)  # the map lists each tubelet's 16 tokens in order
+    np.testing.assert_array_equal(video["half_second"], (2 * tubelet * 2 / 8.0).astype(int))
+    np.testing.assert_array_equal(video["third"], (3 * tubelet) // tubelets)
+    assert set(video["third"]) == {0, 1, 2} and video["half_second"].max() == (truth.num_frames - 2) // 4
+    window = np.arange(len(audio_rows)) * 0.08
+    np.testing.assert_array_equal(audio["half_second"], np.minimum(np.floor(window * 2 + 1e-9), 15).astype(int))
+    assert "third" not in audio and len(audio_rows) == int(np.ceil(truth.seconds * 12.5))
+    model = twin.model
+    batch = batching.build_batch(model, [item], [0.0])
+    logits, hidden = batching.answer_logits_and_hidden(model, batch, (TIME_LAYER, HIDDEN_LAYER))
+    assert set(hidden) == {TIME_LAYER, HIDDEN_LAYER} and not hidden[TIME_LAYER].equal(hidden[HIDDEN_LAYER])
+    assert not any(model.language_model.model.layers[i]._forward_hooks for i in (TIME_LAYER, HIDDEN_LAYER))
+    heads = EventHeads(hidden[TIME_LAYER].shape[-1])
+    plain = heads.loss([item], batch.keeps, hidden[HIDDEN_LAYER])
+    timed = heads.loss([item], batch.keeps, hidden, timing=True)
+    assert timed.item() != plain.item()
+    heads.loss([item], batch.keeps, {TIME_LAYER: hidden[TIME_LAYER], HIDDEN_LAYER: hidden[HIDDEN_LAYER].detach()},
+               timing=True).backward()  # fmt: skip
+    assert model.language_model.model.layers[0].mixer.in_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.language_model.model.layers[TIME_LAYER + 1].parameters())  # past it
+    model.zero_grad(set_to_none=True)

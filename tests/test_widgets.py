@@ -171,6 +171,23 @@ def test_panels_are_the_partitions_image_and_tubelet_units(omni_run, image_run):
     assert data.media_panels(image_run.token_map)[0].short_label == "img 0"
 
 
+def test_pictures_made_in_threads_are_the_pictures_made_one_by_one(omni_run, monkeypatch):
+    """A long video's panel pictures are made in a thread pool (`_prefetch_pictures`); each is the same JPEG as
+    `picture` makes alone, and the figure's frames carry them."""
+    from omni_lab.widgets import token_reduction
+
+    single = TokenReductionMap(omni_run)
+    alone = [single.picture(index) for index in range(len(single.panels))]
+    monkeypatch.setattr(token_reduction, "PARALLEL_PICTURES", 2)
+    pooled = TokenReductionMap(omni_run)
+    pooled._prefetch_pictures()
+    assert len(pooled.panels) >= 2 and sorted(pooled._pictures) == list(range(len(pooled.panels)))
+    assert [pooled._pictures[index] for index in range(len(pooled.panels))] == alone
+    assert all(picture.startswith("data:image/") for picture in alone)
+    frames = pooled.figure_for_html()["frames"]
+    assert [frame["data"][0]["source"] for frame in frames] == alone
+
+
 def test_reduction_counts_match_the_ledger(omni_run):
     panels = data.media_panels(omni_run.token_map)
     counts = data.reduction_counts(omni_run.token_map, panels)

@@ -12,6 +12,13 @@ Tensors and integer segment ids in, tensors out; nothing here imports omni_lab, 
 not import triton.
 """
 
-from .dispatch import choose_backend, evs_retention_mask, evs_scores, pooled_attention_mass, ssd_pooled_mass
+from .dispatch import (
+    choose_backend,
+    evs_keep,
+    evs_retention_mask,
+    evs_scores,
+    pooled_attention_mass,
+    ssd_pooled_mass,
+)
 
-__all__ = ["choose_backend", "evs_retention_mask", "evs_scores", "pooled_attention_mass", "ssd_pooled_mass"]
+__all__ = ["choose_backend", "evs_keep", "evs_retention_mask", "evs_scores", "pooled_attention_mass", "ssd_pooled_mass"]

@@ -269,6 +269,28 @@ def evs_retention_mask(embeds: torch.Tensor, num_tubelets: int, rate: float) -> 
         ties keep the earlier token) up to ``max(n, int(T * n * (1 - q)))`` tokens.
     """
     _check_video(embeds, num_tubelets)
+    _check_rate(rate)
+    return ref.evs_retention_mask(embeds, num_tubelets, rate)
+
+
+def evs_keep(scores: torch.Tensor, num_tubelets: int, rate: float) -> torch.Tensor:
+    """EVS keep mask from scores already computed by ``evs_scores``: ``evs_retention_mask`` without computing the
+    cosine similarities a second time (the EVS reducer needs both the scores and the mask).
+
+    Args:
+        scores: (T * n,) from ``evs_scores``.
+        num_tubelets: T.
+        rate: pruning rate q in [0, 1].
+
+    Returns:
+        (T * n,) bool, identical to ``evs_retention_mask`` on the embeddings the scores came from.
+    """
+    if scores.ndim != 1 or num_tubelets < 1 or scores.numel() % num_tubelets:
+        raise ValueError(f"scores must be (T * n,) for T = {num_tubelets} tubelets, got shape {tuple(scores.shape)}")
+    _check_rate(rate)
+    return ref.evs_keep(scores, num_tubelets, rate)
+
+
+def _check_rate(rate: float) -> None:
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must be in [0, 1], got {rate}")
-    return ref.evs_retention_mask(embeds, num_tubelets, rate)

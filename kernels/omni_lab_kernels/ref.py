@@ -424,7 +424,12 @@ def evs_retention_mask(embeds: torch.Tensor, num_tubelets: int, rate: float) -> 
         (T * n,) bool, True = keep; exactly ``max(n, int(T * n * (1 - q)))`` tokens, chosen by a stable descending
         sort of ``evs_scores`` (ties keep the earlier token).
     """
-    scores = evs_scores(embeds, num_tubelets)  # (T * n,)
+    return evs_keep(evs_scores(embeds, num_tubelets), num_tubelets, rate)
+
+
+def evs_keep(scores: torch.Tensor, num_tubelets: int, rate: float) -> torch.Tensor:
+    """EVS keep mask from ``evs_scores``: the ``max(n, int(T * n * (1 - q)))`` highest, by the stable descending sort
+    transformers' ``compute_retention_mask`` applies to the same values (ties keep the earlier token)."""
     tokens_per_tubelet = scores.numel() // num_tubelets
     num_kept = max(tokens_per_tubelet, int(num_tubelets * tokens_per_tubelet * (1 - rate)))
     order = torch.argsort(scores, dim=-1, descending=True, stable=True)

@@ -58,6 +58,7 @@ class Routing:
     token_map: TokenMap
     num_experts: int
     scores: torch.Tensor | None = None
+    _loads: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # `load` per hashable `by`
 
     def _groups(self, by) -> tuple[np.ndarray, str]:
         """(group label of every routed position, the label column's name): see `load`."""
@@ -79,6 +80,15 @@ class Routing:
                 {name: mask} groups or a `GroupBy`. The group column is named after a single key ("modality",
                 "item", "region"...), else "group".
         """
+        try:
+            cached = self._loads.get(by)
+        except TypeError:  # {name: mask} groups are not hashable: computed each time
+            return self._load(by)
+        if cached is None:
+            cached = self._loads[by] = self._load(by)
+        return cached.copy()  # a caller may change its table; the next one gets the original
+
+    def _load(self, by):
         import pandas as pd
 
         groups, column = self._groups(by)
@@ -131,7 +141,7 @@ class Routing:
             raise OmniLabInputError(f"position {position} is outside 0..{self.experts.shape[1] - 1}")
         rows = []
         for slot, layer in enumerate(self.layers):
-            if not self.present(slot)[position]:
+            if self.experts[slot, position, 0] < 0:
                 continue  # dropped before this layer
             for rank, (expert, weight) in enumerate(
                 zip(self.experts[slot, position].tolist(), self.weights[slot, position].tolist(), strict=True)
@@ -337,8 +347,7 @@ class ModalityMass:
                     if name in queries:
                         return np.array([queries.index(name)]), "answer tokens"
                 return np.array([len(queries) - 1]), f"query group {queries[-1]!r}"
-            generated = set(self.token_map.answer_positions().tolist())
-            rows = np.array([index for index, position in enumerate(queries) if position in generated], dtype=np.int64)
+            rows = np.flatnonzero(np.isin(np.asarray(queries, dtype=np.int64), self.token_map.answer_positions()))
             if len(rows):
                 return rows, f"answer tokens ({len(rows)})"
             return np.array([len(queries) - 1]), f"last position ({queries[-1]})"
@@ -352,19 +361,23 @@ class ModalityMass:
                 "with queries=None for per-position rows"
             )
         wanted = np.atleast_1d(np.asarray(query, dtype=np.int64))
-        index = {position: row for row, position in enumerate(queries)}
-        missing = [int(p) for p in wanted if int(p) not in index]
-        if missing:
+        positions = np.asarray(queries, dtype=np.int64)
+        order = np.argsort(positions, kind="stable")
+        found = np.clip(np.searchsorted(positions[order], wanted), 0, max(0, len(order) - 1))
+        hit = (positions[order][found] == wanted) if len(order) else np.zeros(len(wanted), dtype=bool)
+        if not hit.all():
             raise OmniLabInputError(
-                f"positions {missing} have no query row (rows cover positions 0..{len(queries) - 1})"
+                f"positions {wanted[~hit].tolist()} have no query row (rows cover positions 0..{len(queries) - 1})"
             )
-        rows = np.array([index[int(p)] for p in wanted])
+        rows = order[found]
         return rows, f"position {int(wanted[0])}" if len(wanted) == 1 else f"{len(wanted)} positions"
 
     def by_modality(self) -> dict[int, torch.Tensor]:
         """{layer: `(heads, queries, modalities)`} summing segments of one modality; modality order in `.modalities`."""
-        names = self.modalities
-        index = torch.tensor([names.index(m) for m in self.segments.modality], dtype=torch.long)
+        import pandas as pd
+
+        codes, names = pd.factorize(self.segments["modality"].to_numpy(dtype=object), sort=False)
+        index = torch.from_numpy(codes.astype(np.int64))
         out = {}
         for layer, values in self.mass.items():
             pooled = values.new_zeros(*values.shape[:-1], len(names))
@@ -373,7 +386,10 @@ class ModalityMass:
 
     @property
     def modalities(self) -> list[str]:
-        return list(dict.fromkeys(self.segments.modality))
+        """The segments' modalities in order of appearance (the last axis of `by_modality`)."""
+        import pandas as pd
+
+        return pd.unique(self.segments["modality"].to_numpy(dtype=object)).tolist()
 
     def to_frame(self, reduce_heads: str = "mean", reduce_queries: str | None = None):
         """Long DataFrame: layer, kind, [head], query, segment, label, modality, mass.

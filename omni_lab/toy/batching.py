@@ -175,14 +175,20 @@ def answer_logits(model, batch: Batch) -> torch.Tensor:
     return language_model.lm_head(hidden[batch.loss_rows, batch.loss_positions])
 
 
-def answer_logits_and_hidden(model, batch: Batch, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`answer_logits` and the `(B, L, D)` residual stream after LLM layer `layer`, from the same forward (a forward
-    hook on that layer, removed before returning)."""
-    captured = []
-    block = model.language_model.model.layers[layer]
-    handle = block.register_forward_hook(lambda module, inputs, output: captured.append(output))
+def answer_logits_and_hidden(model, batch: Batch, layer):
+    """`answer_logits` and the `(B, L, D)` residual stream after LLM layer `layer` (or {layer: that} for a tuple of
+    layers), from the same forward (forward hooks on those layers, removed before returning)."""
+    layers = (layer,) if isinstance(layer, int) else tuple(layer)
+    captured = {}
+    handles = [
+        model.language_model.model.layers[index].register_forward_hook(
+            lambda module, inputs, output, index=index: captured.__setitem__(index, output)
+        )
+        for index in layers
+    ]
     try:
         logits = answer_logits(model, batch)
     finally:
-        handle.remove()
-    return logits, captured[0]
+        for handle in handles:
+            handle.remove()
+    return logits, (captured[layer] if isinstance(layer, int) else captured)

@@ -116,8 +116,20 @@ def _stage(summary: dict, title: str | None, out: str, init: str | None) -> list
         "plus per-token auxiliary read-outs of the media tokens against the ground truth (weight "
         f"{settings['token_supervision']}, `omni_lab.toy.supervision`; not part of the checkpoint); "
         if settings["token_supervision"]
-        else "no per-token read-outs; "
+        else "no per-token read-outs of the encoders; "
     )
+    if settings.get("event_supervision"):
+        read_outs += (
+            "on hard-tier examples, linear read-outs of the LLM's residual stream against the ground truth (weight "
+            f"{settings['event_supervision']}, `omni_lab.toy.event_supervision`: each video token's event colour and "
+            "shape and each audio token's flashing shape after layer 4"
+            + (
+                ", and every media token's half second and every video token's third of the clip after layer 2"
+                if settings.get("time_supervision")
+                else ""
+            )
+            + "; not part of the checkpoint); "
+        )
     smoothing = settings.get("label_smoothing", 0.0)
     smoothed = f"label smoothing {smoothing} on the answer's word tokens; " if smoothing else ""
     vocabulary = (
@@ -143,13 +155,17 @@ def _stage(summary: dict, title: str | None, out: str, init: str | None) -> list
     ]
 
 
+HARD_RECIPES = ("hard", "timing")  # stages that ship as "toy-hard"
+
+
 def _shipped_as(chain: list[dict]) -> str:
-    """Which `ol.load` name ships this checkpoint, and why (the hard-tier stage ships beside the default)."""
-    if _recipe(chain[-1]["settings"]) == "hard":
+    """Which `ol.load` name ships this checkpoint, and why (the hard-tier stages ship beside the default)."""
+    if _recipe(chain[-1]["settings"]) in HARD_RECIPES:
         return (
-            'It ships as `ol.load("toy-hard")`, beside the default `ol.load("toy")` (stages 1-2): stage 3 learned part '
-            "of the hard tier but forgot part of the basic tier (see Forgetting), so the default stays the checkpoint "
-            "that answers every basic task, and this one serves the hard-tier studies."
+            'It ships as `ol.load("toy-hard")`, beside the default `ol.load("toy")` (stages 1-2): '
+            + ("stage 3" if len(chain) == 3 else f"stages 3-{len(chain)}")
+            + " learned part of the hard tier but forgot part of the basic tier (see Forgetting), so the default stays "
+            "the checkpoint that answers every basic task, and this one serves the hard-tier studies."
         )
     return (
         'It is the default model of omni-lab (`ol.load("toy")`) so notebooks, widgets and the playground show '
@@ -304,7 +320,7 @@ def write_model_card(out: Path, lab, summary: dict, extra_sections: list[str] | 
     size_mb = sum(p.stat().st_size for p in files) / 2**20
     tasks = "\n".join(f"- **{family}**: {', '.join(names)}" for family, names in TASKS.items())
     chain = stages(summary)
-    name = "toy-hard" if _recipe(chain[-1]["settings"]) == "hard" else "toy"  # the `ol.load` name it ships as
+    name = "toy-hard" if _recipe(chain[-1]["settings"]) in HARD_RECIPES else "toy"  # the `ol.load` name it ships as
     lines = [
         f"# omni-{name}: the toy twin of Nemotron 3 Nano Omni",
         "",
@@ -351,8 +367,8 @@ def write_model_card(out: Path, lab, summary: dict, extra_sections: list[str] | 
         f"({', '.join(TIERS['hard'])}, `omni_lab.toy.events`): 32-64 mostly still frames at 8 fps whose answer lies "
         "in events of 1-3 frames (a small shape flashes another colour, appears for a moment or jumps aside and back) "
         "among 2-3 small still shapes and, in half of the clips, a gliding distractor; sync clips add a sound track of "
-        "the clip's length on the same clock with one beep (which shape flashes when it sounds; does it come before "
-        "the flash). Every event's frames, boxes and seconds are in the ground truth (`events.EventTruth`). Answers "
+        "the clip's length on the same clock with one beep (which shape flashes when it sounds; does anything flash when "
+        "it sounds). Every event's frames, boxes and seconds are in the ground truth (`events.EventTruth`). Answers "
         "are one or two words (`3, left`, `early`). Every example is drawn from one integer seed: training run "
         f"`--seed S` uses example seeds `S * 10**7 + i` (all below {EVAL_SEED_BASE:,}); evaluation uses seeds from "
         f"{EVAL_SEED_BASE:,} upward (`shapesworld.eval_seed`), never seen in training.",
@@ -367,8 +383,8 @@ def write_model_card(out: Path, lab, summary: dict, extra_sections: list[str] | 
         ablation = report["ablation"]
         last = len(chain)
         before = (
-            f" beside stage {last - 1}, the checkpoint stage {last} started from (the same examples; stage "
-            f"{last - 1} never saw the hard tier)"
+            f" beside stage {last - 1}, the checkpoint stage {last} started from (the same examples"
+            + ("; stage 2 never saw the hard tier)" if last == 3 else ")")
             if "before" in report
             else ""
         )
@@ -388,7 +404,7 @@ def write_model_card(out: Path, lab, summary: dict, extra_sections: list[str] | 
             "",
             "Per tier, on the rows above: the mean log-probability of the model's answer when it is right, of its own "
             "answer when it is wrong, and of the true answer when it is wrong (teacher-forced); the mean confidence "
-            "(p of its answer) and the expected calibration error (10 equal-width confidence bins). A stage-3 answer "
+            "(p of its answer) and the expected calibration error (10 equal-width confidence bins). A hard-tier stage's answer "
             "can be at most about 0.95 likely per smoothed word (label smoothing 0.05, see Training), so a right "
             "one-word answer sits near log p = -0.05 and an uncertain one lower.",
             "",

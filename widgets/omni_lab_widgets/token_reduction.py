@@ -13,6 +13,7 @@ reduce only) and redraws the tokens (benchmarks/bench_widgets.py times it).
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -35,6 +36,7 @@ from .token_reduction_data import (
     token_arrays,
 )
 
+PARALLEL_PICTURES = 8  # from this many panels without a picture, `_prefetch_pictures` makes them in threads
 PANEL_TRACES = ("picture", "shading", "kept", "merged", "pruned", "links", "scores", "current")
 # What a frame changes in each panel trace (plotly merges a frame's trace dicts into the traces): the styling shared
 # by every panel travels once, in the figure's own traces.
@@ -112,9 +114,23 @@ class TokenReductionMap(View):
     def picture(self, index: int) -> str | None:
         """Panel `index`'s pixels as an inline data URI (cached), or None without pixels."""
         if index not in self._pictures:
-            pixels = panel_pixels(self.prompt, self.panels[index], self.max_side)
-            self._pictures[index] = None if pixels is None else render.picture_uri(pixels)
+            self._pictures[index] = self._make_picture(index)
         return self._pictures[index]
+
+    def _make_picture(self, index: int) -> str | None:
+        pixels = panel_pixels(self.prompt, self.panels[index], self.max_side)
+        return None if pixels is None else render.picture_uri(pixels)
+
+    def _prefetch_pictures(self) -> None:
+        """Every panel's picture, several at a time: PIL releases the GIL while it resizes and encodes, and a
+        128-tubelet video's pictures were most of what was left of a real-scale page's build (0.3 of 1.9 s)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        missing = [index for index in range(len(self.panels)) if index not in self._pictures]
+        if len(missing) < PARALLEL_PICTURES:
+            return  # `picture` makes the few there are
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            self._pictures.update(zip(missing, pool.map(self._make_picture, missing), strict=True))
 
     # --------------------------------------------------------------------------------------------------- figure
     def figure(self, panel: int = 0) -> go.Figure:
@@ -139,6 +155,7 @@ class TokenReductionMap(View):
         """One frame per panel: its whole traces (validated figures need their types), or with `changes_only`
         what differs between panels (`_FRAME_KEYS`; a saved page's frames, merged into the traces by plotly.js)."""
         counts = self.counts()  # every panel's counts at once, for the frames' titles
+        self._prefetch_pictures()
         return [
             {
                 "name": str(index),
