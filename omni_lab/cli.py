@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+TOY_RECIPES = ("scratch", "continue", "hard", "timing")  # `omni_lab.toy.training.RECIPES`, without importing torch
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omni-lab", description="See inside Nemotron 3 Nano Omni.")
@@ -68,11 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     train_toy.add_argument("--eval-n", type=int, default=200, help="held-out examples per family for the card")
     train_toy.add_argument(
         "--recipe",
-        choices=("scratch", "continue"),
+        choices=TOY_RECIPES,
         default="scratch",
-        help="scratch: stage 1 from random weights; continue: stage 2, from the checkpoint given as --init",
+        help="scratch: stage 1 from random weights; continue: stage 2 (repeat questions), hard: stage 3 (the hard "
+        "tier), timing: the clock read-outs tried as stage 4; all but scratch continue the checkpoint given as --init",
     )
-    train_toy.add_argument("--init", default=None, help="checkpoint to continue from (with --recipe continue)")
+    train_toy.add_argument("--init", default=None, help="checkpoint to continue from (with every recipe but scratch)")
 
     eval_toy = commands.add_parser("eval-toy", help="held-out ShapesWorld accuracy per family and task")
     eval_toy.add_argument("--model", default="toy", help="toy (default) | checkpoint dir")

@@ -281,6 +281,18 @@ def test_toy_commands_reject_bad_arguments_with_exit_code_2(capsys, tmp_path, ar
     assert not out.exists()
 
 
+def test_train_toy_offers_every_recipe_and_asks_a_continued_one_for_its_checkpoint(capsys, tmp_path):
+    from omni_lab.cli import TOY_RECIPES, main
+    from omni_lab.toy.training import CONTINUED_RECIPES, RECIPES
+
+    assert tuple(RECIPES) == TOY_RECIPES
+    for recipe in CONTINUED_RECIPES:  # accepted by the parser, then refused without --init: no "invalid choice"
+        out = tmp_path / recipe
+        assert main(["train-toy", "--out", str(out), "--recipe", recipe]) == 2
+        err = capsys.readouterr().err
+        assert "--init" in err and "invalid choice" not in err and not out.exists()
+
+
 def test_calibration_reports_log_probabilities_and_the_expected_calibration_error():
     import pandas as pd
 

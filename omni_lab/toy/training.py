@@ -13,9 +13,10 @@ is configured, and the audio tower's BatchNorm keeps its running statistics), so
 forward. Two torch threads by default (a full step takes 0.83 s against 0.99 s with one on an idle 2-core machine);
 pass `--threads 1` when another process shares the cores, where two threads slow down many-fold.
 
-The shipped twin is three stages (`RECIPES`): "scratch" (the recipe above), "continue" (stage 2: repeat questions) and
-"hard" (stage 3: the hard tier of long, mostly still clips with brief events, with label smoothing so the twin's
-log-probabilities carry information); a continued stage records the stage it started from in its training.json.
+The shipped twins are three stages (`RECIPES`): "scratch" (the recipe above), "continue" (stage 2: repeat questions)
+and "hard" (stage 3: the hard tier of long, mostly still clips with brief events, with label smoothing so the twin's
+log-probabilities carry information); "timing" (a fourth stage with read-outs of the clock, see `TIMING`) was run and
+not shipped. A continued stage records the stage it started from in its training.json.
 """
 
 from __future__ import annotations
