@@ -350,7 +350,7 @@ def _keyed_units(token_map, keys: tuple[str, ...], grid: tuple[int, int], second
     grouped at once (`np.unique` over rows), so a 21K-row map costs milliseconds, not a Python loop per row."""
     names = np.asarray(token_map["modality"], dtype=object)
     count = len(names)
-    codes, labels = _codes(names)
+    labels, codes = np.unique(names, return_inverse=True)  # codes only tell modalities apart; units keep row order
     whole = np.ones(count, dtype=bool) if keys == ("modality",) else names == "generated"
     absent = np.full(count, -1, dtype=np.int64)
 
@@ -386,7 +386,7 @@ def _keyed_units(token_map, keys: tuple[str, ...], grid: tuple[int, int], second
         members = groups[unit]
         row = int(members[0])
         values = columns[row]
-        name = labels[values[0]]
+        name = str(labels[values[0]])
         if whole[row]:
             key: tuple = (name,)
         else:
@@ -405,16 +405,8 @@ def _keyed_units(token_map, keys: tuple[str, ...], grid: tuple[int, int], second
     return described
 
 
-def _codes(names: np.ndarray) -> tuple[np.ndarray, list]:
-    """(int64 code of each name, the names in order of first appearance)."""
-    labels = list(dict.fromkeys(names.tolist()))
-    lookup = {name: code for code, name in enumerate(labels)}
-    return np.fromiter((lookup[name] for name in names.tolist()), dtype=np.int64, count=len(names)), labels
-
-
-def _describe(token_map, key: tuple, mask, members: list[int], grid, seconds, clip_frames, extents=None) -> Unit:
+def _describe(token_map, key: tuple, mask, members: list[int], grid, seconds, clip_frames, extents: dict) -> Unit:
     """The unit of one key (see `_keyed_units`) with its label and facts (`extents` memoises each item's size)."""
-    extents = {} if extents is None else extents
     name = key[0]
     if len(key) == 1:
         return Unit(name, mask, name)
